@@ -98,7 +98,8 @@ impl<'a> Context<'a> {
 
     /// Facts added after the ABI froze, by name.
     pub fn extension<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
-        let all: serde_json::Value = serde_json::from_str(self.raw.extensions_json.as_str()).ok()?;
+        let all: serde_json::Value =
+            serde_json::from_str(self.raw.extensions_json.as_str()).ok()?;
         serde_json::from_value(all.get(name)?.clone()).ok()
     }
 }
@@ -181,9 +182,16 @@ impl<'a> Host<'a> {
     /// Calls a named host service with a JSON request.
     pub fn call(&self, service: &str, request: &serde_json::Value) -> Result<serde_json::Value> {
         let request = request.to_string();
-        match self.raw.call(service.into(), request.as_str().into()).into_result() {
-            Ok(text) => serde_json::from_str(text.as_str())
-                .map_err(|e| Error::msg(format!("host service `{service}` answered invalid JSON: {e}"))),
+        match self
+            .raw
+            .call(service.into(), request.as_str().into())
+            .into_result()
+        {
+            Ok(text) => serde_json::from_str(text.as_str()).map_err(|e| {
+                Error::msg(format!(
+                    "host service `{service}` answered invalid JSON: {e}"
+                ))
+            }),
             Err(e) => Err(Error::new(
                 match ErrorCode::from_u32(e.code) {
                     ErrorCode::Cancelled => ErrorKind::Cancelled,

@@ -13,12 +13,12 @@ use abi_stable::{
 };
 
 use crate::ffi::{
-    ErrorCode, FfiAnalyzer, FfiAnalyzerBox, FfiAnalyzer_TO, FfiContext, FfiError, FfiHostRef, FfiInjection, FfiTool,
-    FfiToolBox, FfiTool_TO, PluginModule, PluginModuleRef,
+    ErrorCode, FfiAnalyzer, FfiAnalyzerBox, FfiAnalyzer_TO, FfiContext, FfiError, FfiHostRef,
+    FfiInjection, FfiTool, FfiToolBox, FfiTool_TO, PluginModule, PluginModuleRef,
 };
 use crate::{
-    Analyzer, AnalyzerInfo, Config, Context, Error, ErrorKind, Host, Injection, Manifest, Result, Tool, ToolInfo,
-    API_VERSION,
+    Analyzer, AnalyzerInfo, Config, Context, Error, ErrorKind, Host, Injection, Manifest, Result,
+    Tool, ToolInfo, API_VERSION,
 };
 
 /// How one analyzer type is exported. Built by [`AnalyzerExport::of`].
@@ -94,7 +94,11 @@ impl PluginSpec {
     }
 
     /// Entry point behind [`PluginModule::new_analyzer`].
-    pub fn new_analyzer(&self, name: RStr<'_>, config_json: RStr<'_>) -> RResult<FfiAnalyzerBox, FfiError> {
+    pub fn new_analyzer(
+        &self,
+        name: RStr<'_>,
+        config_json: RStr<'_>,
+    ) -> RResult<FfiAnalyzerBox, FfiError> {
         let name = name.as_str();
         guard(|| {
             let export = self
@@ -154,11 +158,48 @@ fn parse_config(json: &str) -> Result<Config> {
         .map_err(|e| Error::config(format!("config is not valid JSON: {e}")))
 }
 
-/// Runs `f`, turning a panic into an [`ErrorKind::Panicked`] error.
+thread_local! {
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Replaces this library's panic hook (each plugin has its own std) with one that only
+/// records where a panic happened: the panic is reported to the host as an error value,
+/// so printing it to the host's stderr as well would be noise. Installed once; it keeps
+/// the previous hook for panics outside a guarded call.
+fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let guarded = PANIC_LOCATION.with(|l| {
+                let mut l = l.borrow_mut();
+                if l.as_deref() == Some("") {
+                    *l = Some(
+                        info.location()
+                            .map(|loc| loc.to_string())
+                            .unwrap_or_default(),
+                    );
+                    true
+                } else {
+                    false
+                }
+            });
+            if !guarded {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into an [`ErrorKind::Panicked`] error that says where.
 fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    // SAFETY (unwind safety): on a panic the partially updated state of `f` is dropped with
-    // the error; analyzers are `Sync` and must keep their shared state consistent anyway.
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_quiet_hook();
+    let outer = PANIC_LOCATION.with(|l| l.borrow_mut().replace(String::new()));
+    // Unwind safety: on a panic the partially updated state of `f` is dropped with the
+    // error; analyzers are `Sync` and must keep their shared state consistent anyway.
+    let result = catch_unwind(AssertUnwindSafe(f));
+    let location = PANIC_LOCATION.with(|l| std::mem::replace(&mut *l.borrow_mut(), outer));
+    match result {
         Ok(result) => result,
         Err(payload) => {
             let what = payload
@@ -166,7 +207,14 @@ fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".to_string());
-            Err(Error::new(ErrorKind::Panicked, format!("panicked: {what}")))
+            let at = location
+                .filter(|l| !l.is_empty())
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            Err(Error::new(
+                ErrorKind::Panicked,
+                format!("panicked{at}: {what}"),
+            ))
         }
     }
 }
@@ -203,7 +251,10 @@ fn tool_info<T: Tool>() -> ToolInfo {
 
 fn create_analyzer<A: Analyzer>(config: Config) -> Result<FfiAnalyzerBox> {
     let analyzer = A::new(config)?;
-    Ok(FfiAnalyzer_TO::from_value(AnalyzerAdapter(analyzer), TD_Opaque))
+    Ok(FfiAnalyzer_TO::from_value(
+        AnalyzerAdapter(analyzer),
+        TD_Opaque,
+    ))
 }
 
 fn create_tool<T: Tool>(config: Config) -> Result<FfiToolBox> {
@@ -214,7 +265,11 @@ fn create_tool<T: Tool>(config: Config) -> Result<FfiToolBox> {
 struct AnalyzerAdapter<A>(A);
 
 impl<A: Analyzer> FfiAnalyzer for AnalyzerAdapter<A> {
-    fn analyze(&self, ctx: &FfiContext<'_>, host: FfiHostRef<'_>) -> RResult<RVec<FfiInjection>, FfiError> {
+    fn analyze(
+        &self,
+        ctx: &FfiContext<'_>,
+        host: FfiHostRef<'_>,
+    ) -> RResult<RVec<FfiInjection>, FfiError> {
         let result = guard(|| {
             let ctx = Context::from_ffi(ctx);
             let host = Host::from_ffi(host);

@@ -53,12 +53,14 @@ pub struct PluginModule {
     pub manifest: extern "C" fn() -> RString,
     /// Creates an analyzer instance by export name, with its `[analyzer.config]` table as
     /// JSON.
-    pub new_analyzer: extern "C" fn(name: RStr<'_>, config_json: RStr<'_>) -> RResult<FfiAnalyzerBox, FfiError>,
+    pub new_analyzer:
+        extern "C" fn(name: RStr<'_>, config_json: RStr<'_>) -> RResult<FfiAnalyzerBox, FfiError>,
     /// Creates a tool instance by export name, with its `[tool.config]` table as JSON.
     ///
     /// This is the last prefix field and stays so: the module is frozen (see module docs).
     #[sabi(last_prefix_field)]
-    pub new_tool: extern "C" fn(name: RStr<'_>, config_json: RStr<'_>) -> RResult<FfiToolBox, FfiError>,
+    pub new_tool:
+        extern "C" fn(name: RStr<'_>, config_json: RStr<'_>) -> RResult<FfiToolBox, FfiError>,
 }
 
 impl RootModule for PluginModuleRef {
@@ -207,7 +209,11 @@ pub type FfiHostRef<'a> = FfiHostServices_TO<'a, abi_stable::sabi_types::RRef<'a
 pub trait FfiAnalyzer: Send + Sync {
     /// Runs the analyzer once. Must not unwind.
     #[sabi(last_prefix_field)]
-    fn analyze(&self, ctx: &FfiContext<'_>, host: FfiHostRef<'_>) -> RResult<RVec<FfiInjection>, FfiError>;
+    fn analyze(
+        &self,
+        ctx: &FfiContext<'_>,
+        host: FfiHostRef<'_>,
+    ) -> RResult<RVec<FfiInjection>, FfiError>;
 }
 
 /// An owned analyzer instance.
@@ -230,7 +236,10 @@ mod tests {
 
     #[test]
     fn root_module_loader_name_matches_abi_stable() {
-        assert_eq!(ROOT_MODULE_LOADER_NAME, abi_stable::library::ROOT_MODULE_LOADER_NAME);
+        assert_eq!(
+            ROOT_MODULE_LOADER_NAME,
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
     }
 
     #[test]

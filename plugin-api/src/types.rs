@@ -155,9 +155,14 @@ impl Origin {
 
     /// Reads a wire code.
     pub fn from_code(code: u8) -> Option<Origin> {
-        [Origin::User, Origin::Assistant, Origin::Tool, Origin::Injection]
-            .into_iter()
-            .find(|o| o.code() == code)
+        [
+            Origin::User,
+            Origin::Assistant,
+            Origin::Tool,
+            Origin::Injection,
+        ]
+        .into_iter()
+        .find(|o| o.code() == code)
     }
 }
 

@@ -1,0 +1,389 @@
+//! The `murmur` command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ModelConfig};
+use crate::conversation::{self, Line};
+use crate::events::{
+    EventKind, JsonlContent, JsonlWriter, Observer, Stats, TracingLog, TurnOutcome,
+};
+use crate::model::scripted::ScriptedModel;
+use crate::model::ModelProvider;
+use crate::plugins::{loader, Catalog};
+use crate::session::SessionSettings;
+use crate::state::StateStore;
+use crate::Runtime;
+
+/// Murmur: a host for chat agents with background analyzers as native plugins.
+#[derive(Debug, Parser)]
+#[command(name = "murmur", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scripted conversation and print its visible transcript.
+    Run(RunArgs),
+    /// Inspect plugin libraries.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// The conversation: one user message per line, `@wait 250ms` to idle, `#` comments.
+    #[arg(long, short, value_name = "CONVERSATION")]
+    script: PathBuf,
+    /// Write every model input as one JSON line (overrides `record_model_input`).
+    #[arg(long, value_name = "OUT.jsonl")]
+    record_model_input: Option<PathBuf>,
+    /// Write every event as one JSON line.
+    #[arg(long, value_name = "OUT.jsonl")]
+    events: Option<PathBuf>,
+    /// Session id.
+    #[arg(long, default_value = "session-1")]
+    session: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// List the analyzers and tools in the config's plugins_dir, and the refused files.
+    List {
+        /// The config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check that one library loads: exit 0 with a summary, or 1 with the reason.
+    Check {
+        /// The `.so` file.
+        file: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Plugins {
+            command: PluginsCommand::List { config },
+        } => plugins_list(&config),
+        Command::Plugins {
+            command: PluginsCommand::Check { file },
+        } => Ok(plugins_check(&file)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("murmur: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MURMUR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+}
+
+/// Streams reply text to stdout as it arrives.
+struct TranscriptPrinter;
+
+impl Observer for TranscriptPrinter {
+    fn chunk(&self, _session: &str, _turn: u64, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    fn event(&self, event: &crate::events::Event) {
+        if let EventKind::UserMessageSteered { text, .. } = &event.kind {
+            println!("\nuser (during the turn): {text}\nassistant: ");
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let lines = conversation::load(&args.script).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model: Arc<dyn ModelProvider> = match &config.model {
+        ModelConfig::Scripted {
+            script,
+            chunk_chars,
+        } => {
+            Arc::new(ScriptedModel::load(script, *chunk_chars).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+    };
+    let catalog = Catalog::load(&config)?;
+    for r in &catalog.rejected {
+        eprintln!(
+            "murmur: warning: plugin {} refused: {}",
+            r.file.display(),
+            r.reason
+        );
+    }
+    let state = StateStore::default();
+    let instances = catalog.instantiate(&config, &state);
+    for e in &instances.errors {
+        eprintln!("murmur: warning: {e}; running without it");
+    }
+
+    let mut observers: Vec<Arc<dyn Observer>> =
+        vec![Arc::new(TracingLog), Arc::new(TranscriptPrinter)];
+    let stats = Arc::new(Stats::default());
+    observers.push(stats.clone());
+    if let Some(path) = args
+        .record_model_input
+        .as_ref()
+        .or(config.record_model_input.as_ref())
+    {
+        let w = JsonlWriter::create(path, JsonlContent::ModelInputs)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        observers.push(Arc::new(w));
+    }
+    if let Some(path) = &args.events {
+        let w = JsonlWriter::create(path, JsonlContent::Events)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        observers.push(Arc::new(w));
+    }
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let settings = SessionSettings {
+        system_prompt: config.system_prompt.clone(),
+        max_steps: config.max_steps,
+        steering: config.steering,
+        placement: config.instructions_placement,
+    };
+    let failed_turns = tokio.block_on(async {
+        let mut builder = Runtime::builder(settings, model)
+            .analyzers(instances.analyzers)
+            .tools(instances.tools)
+            .state(state);
+        for o in observers {
+            builder = builder.observer(o);
+        }
+        let runtime = builder.build();
+        let session = runtime.open_session(args.session.as_str());
+        let mut failed = 0u64;
+        for line in lines {
+            match line {
+                Line::Wait(d) => tokio::time::sleep(d).await,
+                Line::Say(text) => {
+                    print!("user: {text}\nassistant: ");
+                    let _ = std::io::stdout().flush();
+                    match session.send(text).wait().await {
+                        Ok(end) => {
+                            println!();
+                            if end.outcome == TurnOutcome::Error
+                                || end.outcome == TurnOutcome::MaxSteps
+                            {
+                                failed += 1;
+                                println!(
+                                    "[turn {} ended: {}]",
+                                    end.turn,
+                                    end.error.unwrap_or_default()
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            println!();
+                            eprintln!("murmur: {e}");
+                            failed += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        session.close().await;
+        runtime.shutdown(Duration::from_secs(2)).await;
+        failed
+    });
+    // Analyzers stuck in plugin code that ignores cancellation are abandoned here.
+    tokio.shutdown_timeout(Duration::from_millis(200));
+    let summary: Vec<String> = stats
+        .snapshot()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    eprintln!("murmur: {}", summary.join(" "));
+    Ok(if failed_turns > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn plugins_list(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let catalog = Catalog::load(&config)?;
+    let mut rows = vec![vec![
+        "KIND".to_string(),
+        "NAME".into(),
+        "FILE".into(),
+        "VERSION".into(),
+        "API".into(),
+        "HOOKS".into(),
+        "CONFIGURED AS".into(),
+    ]];
+    for lib in &catalog.libraries {
+        let m = &lib.manifest;
+        for a in &m.analyzers {
+            let used: Vec<&str> = config
+                .analyzers
+                .iter()
+                .filter(|c| c.plugin == a.name)
+                .map(|c| c.name.as_str())
+                .collect();
+            rows.push(vec![
+                "analyzer".into(),
+                a.name.clone(),
+                file_name(&lib.file),
+                m.version.clone(),
+                m.api_version.clone(),
+                a.hooks
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                if used.is_empty() {
+                    "-".into()
+                } else {
+                    used.join(", ")
+                },
+            ]);
+        }
+        for t in &m.tools {
+            let used: Vec<&str> = config
+                .tools
+                .iter()
+                .filter(|c| c.plugin == t.name)
+                .map(|c| c.name.as_str())
+                .collect();
+            rows.push(vec![
+                "tool".into(),
+                t.name.clone(),
+                file_name(&lib.file),
+                m.version.clone(),
+                m.api_version.clone(),
+                "-".into(),
+                if used.is_empty() {
+                    "-".into()
+                } else {
+                    used.join(", ")
+                },
+            ]);
+        }
+    }
+    print!("{}", table(&rows));
+    if !catalog.rejected.is_empty() {
+        println!();
+        for r in &catalog.rejected {
+            println!("rejected  {}: {}", file_name(&r.file), r.reason);
+        }
+    }
+    let instances = catalog.instantiate(&config, &StateStore::default());
+    if !instances.errors.is_empty() {
+        println!();
+        for e in &instances.errors {
+            println!("config    {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugins_check(file: &Path) -> ExitCode {
+    match loader::load_file(file) {
+        Ok(lib) => {
+            let m = &lib.manifest;
+            println!("{}: ok", file.display());
+            println!(
+                "  plugin {} {} (murmur-plugin-api {}, ABI {})",
+                m.name,
+                m.version,
+                m.api_version,
+                murmur_plugin_api::ffi::ABI_VERSION
+            );
+            if !m.requires.is_empty() {
+                println!("  requires {}", m.requires.join(", "));
+            }
+            for a in &m.analyzers {
+                let hooks: Vec<&str> = a.hooks.iter().map(|h| h.as_str()).collect();
+                println!(
+                    "  analyzer {} [{}] {}",
+                    a.name,
+                    hooks.join(","),
+                    a.description
+                );
+            }
+            for t in &m.tools {
+                println!("  tool {} {}", t.name, t.description);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(r) => {
+            println!("{}: {}", r.file.display(), r.reason);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The config file as written: serde structs that mirror the TOML, with spans kept for the
+//! keys that are validated after parsing. Every field is optional here; defaults and checks
+//! live in [`super::resolve`].
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub plugins_dir: Option<Spanned<String>>,
+    pub system_prompt: Option<String>,
+    pub max_steps: Option<Spanned<i64>>,
+    pub defer_timeout: Option<Spanned<String>>,
+    pub analyzer_timeout: Option<Spanned<String>>,
+    pub tool_timeout: Option<Spanned<String>>,
+    pub steering: Option<bool>,
+    pub instructions_placement: Option<Spanned<String>>,
+    pub record_model_input: Option<Spanned<String>>,
+    pub model: Option<Spanned<RawModel>>,
+    #[serde(default, rename = "analyzer")]
+    pub analyzers: Vec<Spanned<RawAnalyzer>>,
+    #[serde(default, rename = "tool")]
+    pub tools: Vec<Spanned<RawTool>>,
+}
+
+/// `[model]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub provider: Spanned<String>,
+    /// `scripted`: the JSON Lines file of replies.
+    pub script: Option<Spanned<String>>,
+    /// `scripted`: characters per streamed chunk.
+    pub chunk_chars: Option<Spanned<i64>>,
+}
+
+/// One `[[analyzer]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalyzer {
+    pub name: Spanned<String>,
+    pub plugin: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
+    pub hooks: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub defer_timeout: Option<Spanned<String>>,
+    pub ttl_turns: Option<Spanned<i64>>,
+    pub every_n_turns: Option<Spanned<i64>>,
+    pub config: Option<toml::Table>,
+}
+
+/// One `[[tool]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTool {
+    pub name: Spanned<String>,
+    pub plugin: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
+    pub timeout: Option<Spanned<String>>,
+    pub config: Option<toml::Table>,
+}

@@ -1,0 +1,165 @@
+//! The chat model: one trait, one provider per file.
+//!
+//! A provider receives the exact [`ModelInput`] of a step, streams text chunks through the
+//! request's channel and returns the final [`ModelReply`]: text, tool calls, or both.
+
+pub mod scripted;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use murmur_plugin_api::{Origin, Role};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// A boxed future, as returned by providers and backends.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A tool call requested by the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Call id, echoed by the tool result.
+    pub id: String,
+    /// Tool name.
+    pub name: String,
+    /// Arguments object.
+    pub arguments: serde_json::Value,
+}
+
+/// One message of the model context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContextMessage {
+    /// Its role.
+    pub role: Role,
+    /// Its text.
+    pub content: String,
+    /// Where it came from (S40).
+    pub origin: Origin,
+    /// For injections: the analyzer(s) that made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analyzer: Option<String>,
+    /// For assistant messages that call tools.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For tool results: the call they answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For tool results: the tool's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+}
+
+impl ContextMessage {
+    /// A message typed by the user.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::plain(Role::User, Origin::User, content)
+    }
+
+    /// A reply of the model.
+    pub fn assistant(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        ContextMessage {
+            tool_calls,
+            ..Self::plain(Role::Assistant, Origin::Assistant, content)
+        }
+    }
+
+    /// A tool result.
+    pub fn tool(call: &ToolCall, content: impl Into<String>) -> Self {
+        ContextMessage {
+            tool_call_id: Some(call.id.clone()),
+            tool_name: Some(call.name.clone()),
+            ..Self::plain(Role::Tool, Origin::Tool, content)
+        }
+    }
+
+    /// An injected message.
+    pub fn injection(role: Role, content: impl Into<String>, analyzer: impl Into<String>) -> Self {
+        ContextMessage {
+            analyzer: Some(analyzer.into()),
+            ..Self::plain(role, Origin::Injection, content)
+        }
+    }
+
+    fn plain(role: Role, origin: Origin, content: impl Into<String>) -> Self {
+        ContextMessage {
+            role,
+            content: content.into(),
+            origin,
+            analyzer: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            tool_name: None,
+        }
+    }
+
+    /// Whether it belongs to the user-visible transcript (S4: injections never do).
+    pub fn is_visible(&self) -> bool {
+        matches!(self.origin, Origin::User | Origin::Assistant)
+    }
+}
+
+/// The exact request the model receives for one step (S40's recorded line).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInput {
+    /// Session id.
+    pub session: String,
+    /// Turn, from 1.
+    pub turn: u64,
+    /// Step within the turn, from 1.
+    pub step: u32,
+    /// System text.
+    pub instructions: String,
+    /// Messages.
+    pub messages: Vec<ContextMessage>,
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    /// Name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// JSON schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// The model's answer to one step.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelReply {
+    /// Text (possibly empty when it calls tools).
+    pub text: String,
+    /// Tool calls; none means the reply is final.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// One model call.
+#[derive(Debug)]
+pub struct ModelRequest {
+    /// What the model sees.
+    pub input: Arc<ModelInput>,
+    /// Tools it may call.
+    pub tools: Arc<[ToolSpec]>,
+    /// Receives text chunks as they stream.
+    pub chunks: mpsc::UnboundedSender<String>,
+}
+
+/// A failed model call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("model `{provider}`: {message}")]
+pub struct ModelError {
+    /// Which provider failed.
+    pub provider: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// A chat model.
+pub trait ModelProvider: Send + Sync + 'static {
+    /// Provider name for messages and events.
+    fn name(&self) -> &str;
+
+    /// Performs one model call. Dropping the future aborts it (stop, S36).
+    fn call(&self, request: ModelRequest) -> BoxFuture<'static, Result<ModelReply, ModelError>>;
+}

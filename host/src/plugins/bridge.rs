@@ -1,0 +1,235 @@
+//! The host side of the boundary: runs plugin analyzers and tools on the blocking pool and
+//! serves host services to them. Types cross as the frozen R-structs of
+//! `murmur_plugin_api::ffi`, borrowed from the host for the duration of one call.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RErr, RNone, ROption, RResult, RSome, RStr, RString};
+use murmur_plugin_api::ffi::{
+    ErrorCode, FfiAnalyzerBox, FfiContext, FfiError, FfiHostServices, FfiHostServices_TO,
+    FfiMessage, FfiToolBox,
+};
+use murmur_plugin_api::{Injection, Role};
+
+use crate::analyzer::{AnalyzerBackend, CancelFlag, RunError, RunRequest};
+use crate::model::BoxFuture;
+use crate::state::StateStore;
+use crate::tool::ToolBackend;
+
+/// Capabilities this host offers to plugins.
+pub const HOST_CAPABILITIES: &[&str] = &["log", "state", "cancel"];
+
+/// An analyzer instance living in a plugin library.
+pub struct PluginAnalyzer {
+    instance: Arc<FfiAnalyzerBox>,
+}
+
+impl PluginAnalyzer {
+    pub(crate) fn new(instance: FfiAnalyzerBox) -> Self {
+        PluginAnalyzer {
+            instance: Arc::new(instance),
+        }
+    }
+}
+
+impl AnalyzerBackend for PluginAnalyzer {
+    fn run(&self, request: RunRequest) -> BoxFuture<'static, Result<Vec<Injection>, RunError>> {
+        let instance = self.instance.clone();
+        Box::pin(async move {
+            // Plugin code blocks; it runs on the blocking pool. If the hard timeout drops this
+            // future, the thread finishes on its own with the cancellation flag set.
+            tokio::task::spawn_blocking(move || call_analyzer(&instance, &request))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(RunError::Panicked(format!(
+                        "analyzer thread ended abnormally: {e}"
+                    )))
+                })
+        })
+    }
+}
+
+fn call_analyzer(
+    instance: &FfiAnalyzerBox,
+    request: &RunRequest,
+) -> Result<Vec<Injection>, RunError> {
+    let tool_calls: Vec<String> = request
+        .view
+        .messages
+        .iter()
+        .map(|m| {
+            if m.tool_calls.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&m.tool_calls).unwrap_or_default()
+            }
+        })
+        .collect();
+    let messages: Vec<FfiMessage<'_>> = request
+        .view
+        .messages
+        .iter()
+        .zip(&tool_calls)
+        .map(|(m, calls)| FfiMessage {
+            role: m.role.code(),
+            origin: m.origin.code(),
+            content: m.content.as_str().into(),
+            name: m
+                .analyzer
+                .as_deref()
+                .or(m.tool_name.as_deref())
+                .unwrap_or("")
+                .into(),
+            tool_calls_json: calls.as_str().into(),
+        })
+        .collect();
+    let ctx = FfiContext {
+        session_id: (*request.session).into(),
+        turn: request.turn,
+        step: request.step,
+        hook: request.hook.code(),
+        messages: messages.as_slice().into(),
+        latest_user: request.view.latest_user.as_deref().unwrap_or("").into(),
+        latest_reply: request.view.latest_reply.as_deref().unwrap_or("").into(),
+        config_json: (*request.config_json).into(),
+        deadline_unix_ms: request
+            .deadline
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0),
+        extensions_json: "{}".into(),
+    };
+    let services = HostServices {
+        owner: request.analyzer.clone(),
+        session: request.session.clone(),
+        cancel: request.cancel.clone(),
+        state: request.state.clone(),
+    };
+    let host = FfiHostServices_TO::from_ptr(&services, TD_Opaque);
+    match instance.analyze(&ctx, host).into_result() {
+        Ok(injections) => Ok(injections
+            .into_iter()
+            .map(|i| Injection {
+                // Unknown role codes are refused like `tool` (S5).
+                role: Role::from_code(i.role).unwrap_or(Role::Tool),
+                content: i.content.into_string(),
+                key: i.key.into_option().map(RString::into_string),
+                details: serde_json::from_str(i.details_json.as_str()).ok(),
+            })
+            .collect()),
+        Err(e) => Err(run_error(e)),
+    }
+}
+
+fn run_error(e: FfiError) -> RunError {
+    let message = e.message.into_string();
+    match ErrorCode::from_u32(e.code) {
+        ErrorCode::Panicked => RunError::Panicked(message),
+        ErrorCode::Cancelled => RunError::Cancelled(message),
+        _ => RunError::Failed(message),
+    }
+}
+
+/// A tool instance living in a plugin library.
+pub struct PluginTool {
+    name: Arc<str>,
+    instance: Arc<FfiToolBox>,
+    state: StateStore,
+}
+
+impl PluginTool {
+    pub(crate) fn new(name: Arc<str>, instance: FfiToolBox, state: StateStore) -> Self {
+        PluginTool {
+            name,
+            instance: Arc::new(instance),
+            state,
+        }
+    }
+}
+
+impl ToolBackend for PluginTool {
+    fn call(
+        &self,
+        arguments: serde_json::Value,
+        session: Arc<str>,
+    ) -> BoxFuture<'static, Result<String, String>> {
+        let instance = self.instance.clone();
+        let services = HostServices {
+            owner: self.name.clone(),
+            session,
+            cancel: CancelFlag::default(),
+            state: self.state.clone(),
+        };
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let args = arguments.to_string();
+                let host = FfiHostServices_TO::from_ptr(&services, TD_Opaque);
+                instance
+                    .call(args.as_str().into(), host)
+                    .into_result()
+                    .map(RString::into_string)
+                    .map_err(|e| e.message.into_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("tool thread ended abnormally: {e}")))
+        })
+    }
+}
+
+/// Host services for one call, attributed to an analyzer (or tool) and a session.
+struct HostServices {
+    owner: Arc<str>,
+    session: Arc<str>,
+    cancel: CancelFlag,
+    state: StateStore,
+}
+
+impl FfiHostServices for HostServices {
+    fn log(&self, level: u8, message: RStr<'_>) {
+        let (owner, session, message) = (&*self.owner, &*self.session, message.as_str());
+        match level {
+            0 => tracing::error!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+            1 => tracing::warn!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+            2 => tracing::info!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+            3 => tracing::debug!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+            _ => tracing::trace!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+        }
+    }
+
+    fn state_get(&self, key: RStr<'_>) -> ROption<RString> {
+        match self.state.get(&self.owner, &self.session, key.as_str()) {
+            Some(v) => RSome(v.into()),
+            None => RNone,
+        }
+    }
+
+    fn state_put(&self, key: RStr<'_>, value: ROption<RStr<'_>>) {
+        let value = value.into_option().map(|v| v.as_str().to_string());
+        self.state
+            .put(&self.owner, &self.session, key.as_str(), value);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn call(&self, service: RStr<'_>, _request_json: RStr<'_>) -> RResult<RString, FfiError> {
+        RErr(FfiError {
+            code: ErrorCode::Unsupported as u32,
+            message: format!(
+                "this host offers no service `{}` (capabilities: {})",
+                service.as_str(),
+                HOST_CAPABILITIES.join(", ")
+            )
+            .into(),
+        })
+    }
+
+    fn capabilities(&self) -> RString {
+        serde_json::to_string(HOST_CAPABILITIES)
+            .unwrap_or_default()
+            .into()
+    }
+}

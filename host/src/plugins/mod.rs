@@ -1,0 +1,194 @@
+//! Plugins: the folder of `.so` files ([`loader`]), the host side of the ABI ([`bridge`]),
+//! and the [`Catalog`] that turns `[[analyzer]]` and `[[tool]]` tables into instances.
+
+pub mod bridge;
+pub mod loader;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::analyzer::AnalyzerEntry;
+use crate::config::Config;
+use crate::model::ToolSpec;
+use crate::session::runs::SlotSpec;
+use crate::state::StateStore;
+use crate::tool::ToolEntry;
+
+pub use loader::{PluginLibrary, Rejection};
+
+/// A config table that could not be turned into an instance. The host runs without it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {table} `{name}`: {message}", file.display())]
+pub struct InstanceError {
+    /// The config file.
+    pub file: PathBuf,
+    /// Line of the table.
+    pub line: usize,
+    /// `analyzer` or `tool`.
+    pub table: &'static str,
+    /// Instance name.
+    pub name: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The plugin folder could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read plugins_dir {}: {source} (set `plugins_dir` in {config})", dir.display())]
+pub struct ScanError {
+    /// The folder.
+    pub dir: PathBuf,
+    /// The config file that names it.
+    pub config: String,
+    /// The I/O error.
+    pub source: std::io::Error,
+}
+
+/// Loaded libraries and refused files.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Loaded libraries.
+    pub libraries: Vec<Arc<PluginLibrary>>,
+    /// Refused files, with a one-line reason.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Instances built from the config.
+#[derive(Debug, Default)]
+pub struct Instances {
+    /// Analyzer instances, in config order.
+    pub analyzers: Vec<AnalyzerEntry>,
+    /// Tools, in config order.
+    pub tools: Vec<ToolEntry>,
+    /// Tables that could not be instantiated.
+    pub errors: Vec<InstanceError>,
+}
+
+impl Catalog {
+    /// Loads every plugin in the config's `plugins_dir`.
+    pub fn load(config: &Config) -> Result<Catalog, ScanError> {
+        Self::load_dir(&config.plugins_dir).map_err(|source| ScanError {
+            dir: config.plugins_dir.clone(),
+            config: config.file.display().to_string(),
+            source,
+        })
+    }
+
+    /// Loads every plugin in a folder.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, std::io::Error> {
+        let scan = loader::scan_dir(dir)?;
+        Ok(Catalog {
+            libraries: scan.libraries.into_iter().map(Arc::new).collect(),
+            rejected: scan.rejected,
+        })
+    }
+
+    /// Creates one instance per enabled `[[analyzer]]` and `[[tool]]` table.
+    pub fn instantiate(&self, config: &Config, state: &StateStore) -> Instances {
+        let mut out = Instances::default();
+        for a in &config.analyzers {
+            let error = |message: String| InstanceError {
+                file: config.file.clone(),
+                line: a.line,
+                table: "analyzer",
+                name: a.name.clone(),
+                message,
+            };
+            let found = self.libraries.iter().find_map(|lib| {
+                let info = lib.manifest.analyzers.iter().find(|i| i.name == a.plugin)?;
+                Some((lib, info))
+            });
+            let Some((lib, info)) = found else {
+                out.errors.push(error(format!(
+                    "no loaded plugin exports an analyzer named `{}` (available: {})",
+                    a.plugin,
+                    self.export_names(|m| m.analyzers.iter().map(|i| i.name.clone()).collect())
+                )));
+                continue;
+            };
+            let config_json = a.config.to_string();
+            let created =
+                (lib.module.new_analyzer())(a.plugin.as_str().into(), config_json.as_str().into());
+            match created.into_result() {
+                Ok(instance) => out.analyzers.push(AnalyzerEntry {
+                    name: a.name.as_str().into(),
+                    plugin: a.plugin.clone(),
+                    version: lib.manifest.version.as_str().into(),
+                    slot: SlotSpec {
+                        hooks: a.hooks.clone().unwrap_or_else(|| info.hooks.clone()),
+                        enabled: a.enabled,
+                        every_n_turns: a.every_n_turns,
+                        defer_timeout: a.defer_timeout,
+                    },
+                    timeout: a.timeout,
+                    ttl_turns: a.ttl_turns,
+                    config_json: config_json.into(),
+                    backend: Arc::new(bridge::PluginAnalyzer::new(instance)),
+                }),
+                Err(e) => out.errors.push(error(format!(
+                    "{} refused its config: {}",
+                    lib.file.display(),
+                    e.message.as_str()
+                ))),
+            }
+        }
+        for t in config.tools.iter().filter(|t| t.enabled) {
+            let error = |message: String| InstanceError {
+                file: config.file.clone(),
+                line: t.line,
+                table: "tool",
+                name: t.name.clone(),
+                message,
+            };
+            let found = self.libraries.iter().find_map(|lib| {
+                let info = lib.manifest.tools.iter().find(|i| i.name == t.plugin)?;
+                Some((lib, info))
+            });
+            let Some((lib, info)) = found else {
+                out.errors.push(error(format!(
+                    "no loaded plugin exports a tool named `{}` (available: {})",
+                    t.plugin,
+                    self.export_names(|m| m.tools.iter().map(|i| i.name.clone()).collect())
+                )));
+                continue;
+            };
+            let config_json = t.config.to_string();
+            let created =
+                (lib.module.new_tool())(t.plugin.as_str().into(), config_json.as_str().into());
+            match created.into_result() {
+                Ok(instance) => out.tools.push(ToolEntry {
+                    spec: ToolSpec {
+                        name: t.name.clone(),
+                        description: info.description.clone(),
+                        parameters: info.parameters.clone(),
+                    },
+                    timeout: t.timeout,
+                    backend: Arc::new(bridge::PluginTool::new(
+                        t.name.as_str().into(),
+                        instance,
+                        state.clone(),
+                    )),
+                }),
+                Err(e) => out.errors.push(error(format!(
+                    "{} refused its config: {}",
+                    lib.file.display(),
+                    e.message.as_str()
+                ))),
+            }
+        }
+        out
+    }
+
+    fn export_names(&self, names: impl Fn(&murmur_plugin_api::Manifest) -> Vec<String>) -> String {
+        let all: Vec<String> = self
+            .libraries
+            .iter()
+            .flat_map(|l| names(&l.manifest))
+            .collect();
+        if all.is_empty() {
+            "none".to_string()
+        } else {
+            all.join(", ")
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The host runtime: what all sessions share (model, analyzers, tools, observers, state)
+//! and the root of the task tree for deferred work (SPEC S21–S26).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::analyzer::AnalyzerEntry;
+use crate::events::{Event, EventKind, Observer};
+use crate::model::{ModelProvider, ToolSpec};
+use crate::session::driver::Session;
+use crate::session::machine::SessionSettings;
+use crate::session::runs::SlotSpec;
+use crate::state::StateStore;
+use crate::tool::ToolEntry;
+
+/// Everything sessions share.
+pub(crate) struct Shared {
+    pub settings: Arc<SessionSettings>,
+    pub analyzers: Vec<AnalyzerEntry>,
+    pub slots: Vec<SlotSpec>,
+    pub tools: Vec<ToolEntry>,
+    pub tool_specs: Arc<[ToolSpec]>,
+    pub model: Arc<dyn ModelProvider>,
+    pub observers: Vec<Arc<dyn Observer>>,
+    pub state: StateStore,
+    /// Every analyzer run and session task, for shutdown.
+    pub tracker: TaskTracker,
+    /// Cancelled at shutdown; sessions and runs hold children.
+    pub cancel: CancellationToken,
+    pub start: Instant,
+}
+
+impl Shared {
+    pub fn emit(&self, session: &Arc<str>, kind: EventKind) {
+        let event = Event {
+            session: session.clone(),
+            at_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            kind,
+        };
+        for o in &self.observers {
+            o.event(&event);
+        }
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&ToolEntry> {
+        self.tools.iter().find(|t| t.spec.name == name)
+    }
+}
+
+/// Builds a [`Runtime`].
+pub struct RuntimeBuilder {
+    settings: SessionSettings,
+    model: Arc<dyn ModelProvider>,
+    analyzers: Vec<AnalyzerEntry>,
+    tools: Vec<ToolEntry>,
+    observers: Vec<Arc<dyn Observer>>,
+    state: StateStore,
+}
+
+impl RuntimeBuilder {
+    /// Uses this state store (shared with tool instances built beforehand).
+    pub fn state(mut self, state: StateStore) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Adds an analyzer instance.
+    pub fn analyzer(mut self, entry: AnalyzerEntry) -> Self {
+        self.analyzers.push(entry);
+        self
+    }
+
+    /// Adds analyzer instances.
+    pub fn analyzers(mut self, entries: impl IntoIterator<Item = AnalyzerEntry>) -> Self {
+        self.analyzers.extend(entries);
+        self
+    }
+
+    /// Adds tools.
+    pub fn tools(mut self, entries: impl IntoIterator<Item = ToolEntry>) -> Self {
+        self.tools.extend(entries);
+        self
+    }
+
+    /// Adds an observer of events, model inputs and streamed text.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Finishes. Must be called inside a tokio runtime (it reads the tokio clock).
+    pub fn build(self) -> Runtime {
+        let slots = self.analyzers.iter().map(|a| a.slot.clone()).collect();
+        let tool_specs: Arc<[ToolSpec]> = self.tools.iter().map(|t| t.spec.clone()).collect();
+        Runtime {
+            shared: Arc::new(Shared {
+                settings: Arc::new(self.settings),
+                analyzers: self.analyzers,
+                slots,
+                tools: self.tools,
+                tool_specs,
+                model: self.model,
+                observers: self.observers,
+                state: self.state,
+                tracker: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+                start: Instant::now(),
+            }),
+        }
+    }
+}
+
+/// The host runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("analyzers", &self.shared.analyzers.len())
+            .field("tools", &self.shared.tools.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts building a runtime around a model.
+    pub fn builder(settings: SessionSettings, model: Arc<dyn ModelProvider>) -> RuntimeBuilder {
+        RuntimeBuilder {
+            settings,
+            model,
+            analyzers: Vec::new(),
+            tools: Vec::new(),
+            observers: Vec::new(),
+            state: StateStore::default(),
+        }
+    }
+
+    /// Opens a session with this id; its actor runs until [`Session::close`].
+    pub fn open_session(&self, id: impl Into<Arc<str>>) -> Session {
+        Session::spawn(self.shared.clone(), id.into())
+    }
+
+    /// The configured analyzers.
+    pub fn analyzers(&self) -> &[AnalyzerEntry] {
+        &self.shared.analyzers
+    }
+
+    /// Stops all deferred work: cancels every run (setting its cancellation flag), then
+    /// waits up to `grace` for tasks to end. Runs stuck inside a plugin that ignores
+    /// cancellation are abandoned. Returns whether everything ended in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        let done = tokio::time::timeout(grace, self.shared.tracker.wait())
+            .await
+            .is_ok();
+        for o in &self.shared.observers {
+            o.flush();
+        }
+        done
+    }
+
+    /// Flushes every observer.
+    pub fn flush(&self) {
+        for o in &self.shared.observers {
+            o.flush();
+        }
+    }
+}

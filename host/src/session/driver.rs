@@ -1,0 +1,587 @@
+//! The thin async layer around [`TurnMachine`] and [`RunTracker`]: one actor task per
+//! session performs model calls, tool calls and analyzer runs, and feeds their results back.
+//!
+//! The actor owns all session state, so there are no locks: a boundary drains the queue
+//! atomically because nothing else can touch it (S14). Analyzer runs are separate tasks that
+//! report back over a channel; their order of arrival is the queue order (S13).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use murmur_plugin_api::{Hook, Injection};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::Instant;
+
+use crate::analyzer::{AnalyzerView, CancelFlag, RunError, RunRequest};
+use crate::events::{EventKind, RunOutcome};
+use crate::model::{ContextMessage, ModelError, ModelReply, ModelRequest, ToolCall};
+use crate::runtime::Shared;
+use crate::session::machine::{Action, TurnEnd, TurnMachine};
+use crate::session::queue::Provenance;
+use crate::session::runs::{RunStart, RunTracker};
+
+type View = Arc<AnalyzerView>;
+
+enum Command {
+    User {
+        text: String,
+        answered: oneshot::Sender<TurnEnd>,
+    },
+    Stop,
+    Transcript(oneshot::Sender<Vec<ContextMessage>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle to a running session. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Session {
+    id: Arc<str>,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+/// The session ended before answering.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session `{0}` is closed")]
+pub struct SessionClosed(pub String);
+
+/// Resolves when the turn that answers a user message ends.
+#[derive(Debug)]
+pub struct Answer {
+    session: Arc<str>,
+    rx: oneshot::Receiver<TurnEnd>,
+}
+
+impl Answer {
+    /// Waits for the end of the turn that answered the message.
+    pub async fn wait(self) -> Result<TurnEnd, SessionClosed> {
+        self.rx
+            .await
+            .map_err(|_| SessionClosed(self.session.to_string()))
+    }
+}
+
+impl Session {
+    pub(crate) fn spawn(shared: Arc<Shared>, id: Arc<str>) -> Session {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            machine: TurnMachine::new(id.clone(), shared.settings.clone()),
+            runs: RunTracker::new(shared.analyzers.len()),
+            id: id.clone(),
+            shared: shared.clone(),
+            rx,
+            done_tx,
+            done_rx,
+            model_task: None,
+            chunks: None,
+            partial: String::new(),
+            tools_task: None,
+            wake: None,
+            waiters: Vec::new(),
+            closing: None,
+            chat_ended: false,
+        };
+        shared.tracker.spawn(actor.run());
+        Session { id, tx }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Sends a user message. It starts a turn, joins the running one at its next step
+    /// boundary, or waits for a turn of its own (S30).
+    pub fn send(&self, text: impl Into<String>) -> Answer {
+        let (answered, rx) = oneshot::channel();
+        // A closed session drops the sender; `Answer::wait` reports it.
+        let _ = self.tx.send(Command::User {
+            text: text.into(),
+            answered,
+        });
+        Answer {
+            session: self.id.clone(),
+            rx,
+        }
+    }
+
+    /// Stops the running turn, if any (S36).
+    pub fn stop(&self) {
+        let _ = self.tx.send(Command::Stop);
+    }
+
+    /// The model context so far (history with injections at their positions).
+    pub async fn history(&self) -> Result<Vec<ContextMessage>, SessionClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Transcript(tx))
+            .map_err(|_| SessionClosed(self.id.to_string()))?;
+        rx.await.map_err(|_| SessionClosed(self.id.to_string()))
+    }
+
+    /// Closes the session: stops a running turn, lets `turn_complete` and `chat_end` work
+    /// finish (each run bounded by its hard timeout), reports undelivered injections.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct RunDone {
+    analyzer: usize,
+    run: u64,
+    hook: Hook,
+    turn: u64,
+    duration: Duration,
+    result: Result<Result<Vec<Injection>, RunError>, Ended>,
+}
+
+enum Ended {
+    TimedOut(Duration),
+    ShutDown,
+}
+
+enum Wake {
+    Command(Option<Command>),
+    Chunk(String),
+    Model(Result<Result<ModelReply, ModelError>, JoinError>),
+    Tools(Result<Vec<Result<String, String>>, JoinError>),
+    Run(RunDone),
+    Timer,
+    Shutdown,
+}
+
+struct Actor {
+    id: Arc<str>,
+    shared: Arc<Shared>,
+    machine: TurnMachine,
+    runs: RunTracker<View>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    done_tx: mpsc::UnboundedSender<RunDone>,
+    done_rx: mpsc::UnboundedReceiver<RunDone>,
+    model_task: Option<JoinHandle<Result<ModelReply, ModelError>>>,
+    chunks: Option<mpsc::UnboundedReceiver<String>>,
+    partial: String,
+    tools_task: Option<JoinHandle<Vec<Result<String, String>>>>,
+    wake: Option<Instant>,
+    waiters: Vec<(u64, oneshot::Sender<TurnEnd>)>,
+    closing: Option<Option<oneshot::Sender<()>>>,
+    chat_ended: bool,
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_opt<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let shutdown = self.shared.cancel.clone();
+        loop {
+            let wake = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Wake::Shutdown,
+                c = self.rx.recv(), if self.closing.is_none() => Wake::Command(c),
+                Some(chunk) = recv_opt(&mut self.chunks) => Wake::Chunk(chunk),
+                r = join_opt(&mut self.model_task) => Wake::Model(r),
+                r = join_opt(&mut self.tools_task) => Wake::Tools(r),
+                Some(done) = self.done_rx.recv() => Wake::Run(done),
+                _ = sleep_opt(self.wake) => Wake::Timer,
+            };
+            match wake {
+                Wake::Shutdown => {
+                    self.abort_calls();
+                    break;
+                }
+                Wake::Command(None) => self.closing = Some(None),
+                Wake::Command(Some(c)) => self.command(c),
+                Wake::Chunk(chunk) => self.chunk(chunk),
+                Wake::Model(result) => self.model_done(result),
+                Wake::Tools(result) => self.tools_done(result),
+                Wake::Run(done) => self.run_done(done),
+                Wake::Timer => self.wake = None,
+            }
+            self.settle();
+            if self.try_finish_close() {
+                break;
+            }
+        }
+        self.flush_events();
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::User { text, answered } => {
+                let (seq, actions) = self.machine.user_message(text);
+                self.waiters.push((seq, answered));
+                self.perform(actions);
+            }
+            Command::Stop => self.stop(),
+            Command::Transcript(reply) => {
+                let _ = reply.send(self.machine.history().to_vec());
+            }
+            Command::Close(done) => {
+                self.stop();
+                self.closing = Some(Some(done));
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.machine.is_idle() {
+            return;
+        }
+        self.abort_calls();
+        let partial = std::mem::take(&mut self.partial);
+        let actions = self.machine.stop(partial);
+        self.perform(actions);
+    }
+
+    fn abort_calls(&mut self) {
+        if let Some(task) = self.model_task.take() {
+            task.abort();
+        }
+        if let Some(mut chunks) = self.chunks.take() {
+            while let Ok(c) = chunks.try_recv() {
+                self.partial.push_str(&c);
+            }
+        }
+        if let Some(task) = self.tools_task.take() {
+            task.abort();
+        }
+    }
+
+    fn chunk(&mut self, chunk: String) {
+        for o in &self.shared.observers {
+            o.chunk(&self.id, self.machine.turns(), &chunk);
+        }
+        self.partial.push_str(&chunk);
+    }
+
+    fn model_done(&mut self, result: Result<Result<ModelReply, ModelError>, JoinError>) {
+        self.model_task = None;
+        if let Some(mut chunks) = self.chunks.take() {
+            while let Ok(c) = chunks.try_recv() {
+                self.chunk(c);
+            }
+        }
+        self.partial.clear();
+        let actions = match result {
+            Ok(Ok(reply)) => self.machine.model_replied(reply),
+            Ok(Err(e)) => self.machine.model_failed(e.to_string()),
+            Err(e) => self
+                .machine
+                .model_failed(format!("model call ended abnormally: {e}")),
+        };
+        self.perform(actions);
+    }
+
+    fn tools_done(&mut self, result: Result<Vec<Result<String, String>>, JoinError>) {
+        self.tools_task = None;
+        let results =
+            result.unwrap_or_else(|e| vec![Err(format!("tool task ended abnormally: {e}"))]);
+        let actions = self.machine.tools_finished(results);
+        self.perform(actions);
+    }
+
+    fn run_done(&mut self, done: RunDone) {
+        let Some(entry) = self.shared.analyzers.get(done.analyzer) else {
+            return;
+        };
+        let (outcome, injections, error) = match done.result {
+            Ok(Ok(injections)) => (RunOutcome::Ok, injections, None),
+            Ok(Err(RunError::Failed(e))) => (RunOutcome::Failed, Vec::new(), Some(e)),
+            Ok(Err(RunError::Panicked(e))) => (RunOutcome::Panicked, Vec::new(), Some(e)),
+            Ok(Err(RunError::Cancelled(e))) => (RunOutcome::Cancelled, Vec::new(), Some(e)),
+            Err(Ended::TimedOut(after)) => (
+                RunOutcome::TimedOut,
+                Vec::new(),
+                Some(format!(
+                    "no result after the hard timeout of {}; result discarded, cancellation requested",
+                    humantime::format_duration(after)
+                )),
+            ),
+            Err(Ended::ShutDown) => (RunOutcome::Cancelled, Vec::new(), Some("host shutting down".into())),
+        };
+        self.shared.emit(
+            &self.id,
+            EventKind::AnalyzerRun {
+                analyzer: entry.name.to_string(),
+                hook: done.hook,
+                turn: done.turn,
+                run: done.run,
+                outcome,
+                duration_ms: u64::try_from(done.duration.as_millis()).unwrap_or(u64::MAX),
+                injections: injections.len(),
+                error,
+            },
+        );
+        if !injections.is_empty() {
+            let provenance = Provenance {
+                analyzer: entry.name.clone(),
+                version: entry.version.clone(),
+                hook: done.hook,
+                about_turn: done.turn,
+                ttl_turns: entry.ttl_turns,
+                created_ms: u64::try_from(self.shared.start.elapsed().as_millis())
+                    .unwrap_or(u64::MAX),
+            };
+            self.machine.enqueue(injections, &provenance);
+            self.flush_events();
+        }
+        if let Some(next) = self.runs.finished(done.analyzer, done.run) {
+            self.start_run(next);
+        }
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) {
+        self.flush_events();
+        for action in actions {
+            match action {
+                Action::CallModel(input) => {
+                    for o in &self.shared.observers {
+                        o.model_input(&input);
+                    }
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let call = self.shared.model.call(ModelRequest {
+                        input,
+                        tools: self.shared.tool_specs.clone(),
+                        chunks: tx,
+                    });
+                    self.partial.clear();
+                    self.chunks = Some(rx);
+                    self.model_task = Some(tokio::spawn(call));
+                }
+                Action::CallTools { calls, .. } => {
+                    self.tools_task = Some(tokio::spawn(call_tools(
+                        self.shared.clone(),
+                        self.id.clone(),
+                        calls,
+                    )));
+                }
+                Action::Fire { hook, turn, step } => {
+                    if self.shared.slots.iter().any(|s| s.wants(hook, turn)) {
+                        let view = self.view();
+                        self.fire(hook, turn, step, view);
+                    }
+                }
+                Action::TurnEnded(end) => {
+                    if self
+                        .shared
+                        .slots
+                        .iter()
+                        .any(|s| s.wants(Hook::TurnComplete, end.turn))
+                    {
+                        let view = self.view();
+                        self.runs.turn_ended(end.turn, Instant::now(), view);
+                    }
+                    let (answered, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+                        .into_iter()
+                        .partition(|(seq, _)| *seq <= end.answered_upto);
+                    self.waiters = waiting;
+                    for (_, tx) in answered {
+                        let _ = tx.send(end.clone());
+                    }
+                }
+            }
+            self.flush_events();
+        }
+    }
+
+    fn view(&self) -> View {
+        Arc::new(AnalyzerView {
+            messages: self.machine.history().to_vec(),
+            latest_user: self.machine.latest_user().map(str::to_string),
+            latest_reply: self.machine.latest_reply().map(str::to_string),
+        })
+    }
+
+    fn fire(&mut self, hook: Hook, turn: u64, step: u32, view: View) {
+        let fired = self.runs.fire(&self.shared.slots, hook, turn, step, &view);
+        let analyzers: Vec<String> = fired
+            .start
+            .iter()
+            .map(|s| s.analyzer)
+            .chain(fired.coalesced.iter().copied())
+            .filter_map(|i| self.shared.analyzers.get(i).map(|a| a.name.to_string()))
+            .collect();
+        if analyzers.is_empty() {
+            return;
+        }
+        self.shared.emit(
+            &self.id,
+            EventKind::HookFired {
+                hook,
+                turn,
+                step,
+                analyzers,
+            },
+        );
+        for i in fired.coalesced {
+            if let Some(a) = self.shared.analyzers.get(i) {
+                self.shared.emit(
+                    &self.id,
+                    EventKind::RunCoalesced {
+                        analyzer: a.name.to_string(),
+                        hook,
+                        turn,
+                    },
+                );
+            }
+        }
+        for start in fired.start {
+            self.start_run(start);
+        }
+    }
+
+    /// Spawns one analyzer run with its hard timeout (S23); it never blocks this actor
+    /// (S21) and reports back over `done_tx`.
+    fn start_run(&mut self, start: RunStart<View>) {
+        let Some(entry) = self.shared.analyzers.get(start.analyzer).cloned() else {
+            return;
+        };
+        let cancel = CancelFlag::default();
+        let request = RunRequest {
+            session: self.id.clone(),
+            analyzer: entry.name.clone(),
+            hook: start.hook,
+            turn: start.turn,
+            step: start.step,
+            view: start.view,
+            config_json: entry.config_json.clone(),
+            deadline: SystemTime::now() + entry.timeout,
+            cancel: cancel.clone(),
+            state: self.shared.state.clone(),
+        };
+        let done = self.done_tx.clone();
+        let shutdown = self.shared.cancel.clone();
+        let (analyzer, run, hook, turn) = (start.analyzer, start.run, start.hook, start.turn);
+        self.shared.tracker.spawn(async move {
+            let started = Instant::now();
+            let work = entry.backend.run(request);
+            let result = tokio::select! {
+                r = tokio::time::timeout(entry.timeout, work) => r.map_err(|_| Ended::TimedOut(entry.timeout)),
+                _ = shutdown.cancelled() => Err(Ended::ShutDown),
+            };
+            if result.is_err() {
+                cancel.cancel();
+            }
+            // The session may be gone; then nobody wants the result.
+            let _ = done.send(RunDone {
+                analyzer,
+                run,
+                hook,
+                turn,
+                duration: started.elapsed(),
+                result,
+            });
+        });
+    }
+
+    /// Fires `turn_complete` for every turn whose deferred work settled (S22, S24).
+    fn settle(&mut self) {
+        let (ready, wake) = self.runs.settled(&self.shared.slots, Instant::now());
+        self.wake = wake;
+        for (turn, view) in ready {
+            self.fire(Hook::TurnComplete, turn, 0, view);
+        }
+    }
+
+    fn try_finish_close(&mut self) -> bool {
+        if self.closing.is_none() {
+            return false;
+        }
+        if !self.machine.is_idle() || self.wake.is_some() {
+            return false;
+        }
+        if !self.chat_ended {
+            self.chat_ended = true;
+            let turn = self.machine.turns();
+            if self
+                .shared
+                .slots
+                .iter()
+                .any(|s| s.wants(Hook::ChatEnd, turn))
+            {
+                let view = self.view();
+                self.fire(Hook::ChatEnd, turn, 0, view);
+            }
+        }
+        if self.runs.busy() {
+            return false;
+        }
+        let done = self.closing.as_mut().and_then(Option::take);
+        self.machine.close();
+        self.flush_events();
+        self.shared.state.forget_session(&self.id);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+        true
+    }
+
+    fn flush_events(&mut self) {
+        for kind in self.machine.take_events() {
+            self.shared.emit(&self.id, kind);
+        }
+    }
+}
+
+async fn call_tools(
+    shared: Arc<Shared>,
+    session: Arc<str>,
+    calls: Vec<ToolCall>,
+) -> Vec<Result<String, String>> {
+    let mut results = Vec::with_capacity(calls.len());
+    for call in calls {
+        let result = match shared.tool(&call.name) {
+            Some(tool) => {
+                match tokio::time::timeout(
+                    tool.timeout,
+                    tool.backend.call(call.arguments.clone(), session.clone()),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(format!(
+                        "timed out after {}",
+                        humantime::format_duration(tool.timeout)
+                    )),
+                }
+            }
+            None => {
+                let known: Vec<&str> = shared.tools.iter().map(|t| t.spec.name.as_str()).collect();
+                Err(format!(
+                    "the model called unknown tool `{}` (configured tools: {})",
+                    call.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            }
+        };
+        results.push(result);
+    }
+    results
+}

@@ -1,0 +1,10 @@
+//! One conversation: the pure turn logic ([`machine`], [`queue`], [`runs`]) and the tokio
+//! actor that drives it ([`driver`]).
+
+pub mod driver;
+pub mod machine;
+pub mod queue;
+pub mod runs;
+
+pub use driver::{Answer, Session, SessionClosed};
+pub use machine::{SessionSettings, TurnEnd};
