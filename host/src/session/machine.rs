@@ -597,3 +597,7 @@ impl TurnMachine {
             .push(EventKind::SessionClosed { turns: self.turns });
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
