@@ -585,3 +585,7 @@ async fn call_tools(
     }
     results
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;
