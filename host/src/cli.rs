@@ -121,9 +121,15 @@ impl Observer for TranscriptPrinter {
     }
 
     fn event(&self, event: &crate::events::Event) {
-        if let EventKind::UserMessageSteered { text, .. } = &event.kind {
-            println!("\nuser (during the turn): {text}\nassistant: ");
+        match &event.kind {
+            EventKind::ToolResult { name, output, .. } => {
+                let output = output.replace('\n', " ");
+                print!("\n  [tool {name}: {output}]\nassistant: ");
+            }
+            EventKind::UserMessageSteered { text, .. } => print!("\nuser (during the turn): {text}\nassistant: "),
+            _ => return,
         }
+        let _ = std::io::stdout().flush();
     }
 }
 
