@@ -102,6 +102,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -126,7 +127,9 @@ impl Observer for TranscriptPrinter {
                 let output = output.replace('\n', " ");
                 print!("\n  [tool {name}: {output}]\nassistant: ");
             }
-            EventKind::UserMessageSteered { text, .. } => print!("\nuser (during the turn): {text}\nassistant: "),
+            EventKind::UserMessageSteered { text, .. } => {
+                print!("\nuser (during the turn): {text}\nassistant: ")
+            }
             _ => return,
         }
         let _ = std::io::stdout().flush();

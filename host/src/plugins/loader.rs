@@ -75,8 +75,9 @@ pub fn load_file(file: &Path) -> Result<PluginLibrary, Rejection> {
         .map_err(|e| reject(format!("cannot copy to {}: {e}", shadow.display())))?;
     let loaded = lib_header_from_path(&shadow)
         .and_then(|header| header.init_root_module::<PluginModuleRef>());
-    // The mapping stays valid after the path is gone.
+    // The mapping stays valid after the path is gone; the folder goes when empty.
     let _ = std::fs::remove_file(&shadow);
+    let _ = std::fs::remove_dir(&dir);
     let module = loaded.map_err(|e| reject(summarise(&e)))?;
     let manifest_json = (module.manifest())();
     let manifest: Manifest = serde_json::from_str(manifest_json.as_str())
