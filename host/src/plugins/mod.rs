@@ -83,10 +83,11 @@ impl Catalog {
         })
     }
 
-    /// Creates one instance per enabled `[[analyzer]]` and `[[tool]]` table.
+    /// Creates one instance per enabled `[[analyzer]]` and `[[tool]]` table; disabled
+    /// tables are not set up at all, so their plugin need not be present.
     pub fn instantiate(&self, config: &Config, state: &StateStore) -> Instances {
         let mut out = Instances::default();
-        for a in &config.analyzers {
+        for a in config.analyzers.iter().filter(|a| a.enabled) {
             let error = |message: String| InstanceError {
                 file: config.file.clone(),
                 line: a.line,
