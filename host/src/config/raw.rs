@@ -1,6 +1,6 @@
 //! The config file as written: serde structs that mirror the TOML, with spans kept for the
 //! keys that are validated after parsing. Every field is optional here; defaults and checks
-//! live in [`super::resolve`].
+//! live in [`super::Config::load`].
 
 use serde::Deserialize;
 use toml::Spanned;
