@@ -2,13 +2,14 @@
 //! [`AnalyzerBackend`] trait. Plugin libraries implement it through
 //! [`crate::plugins::bridge`]; tests may implement it directly to isolate the turn loop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use murmur_plugin_api::{Hook, Injection};
 
 use crate::model::{BoxFuture, ContextMessage};
+use crate::services::ServiceHub;
 use crate::session::runs::SlotSpec;
 use crate::state::StateStore;
 
@@ -62,6 +63,12 @@ pub struct RunRequest {
     pub cancel: CancelFlag,
     /// Per-analyzer, per-session state.
     pub state: StateStore,
+    /// Runtime services (`complete`), when the host offers them.
+    pub services: Option<Arc<ServiceHub>>,
+    /// The model `complete` uses unless the call names one.
+    pub default_model: Option<Arc<str>>,
+    /// Model tokens this run used through host services (S41).
+    pub tokens: Arc<AtomicU64>,
 }
 
 /// Why a run produced nothing.
@@ -102,6 +109,8 @@ pub struct AnalyzerEntry {
     pub ttl_turns: Option<u32>,
     /// The config table as JSON.
     pub config_json: Arc<str>,
+    /// The model its `complete` calls use by default.
+    pub model: Option<Arc<str>>,
     /// How to run it.
     pub backend: Arc<dyn AnalyzerBackend>,
 }

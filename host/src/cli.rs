@@ -9,14 +9,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ModelConfig};
+use crate::config::Config;
 use crate::conversation::{self, Line};
 use crate::events::{
     EventKind, JsonlContent, JsonlWriter, Observer, Stats, TracingLog, TurnOutcome,
 };
-use crate::model::scripted::ScriptedModel;
-use crate::model::ModelProvider;
+use crate::model::Models;
 use crate::plugins::{loader, Catalog};
+use crate::services::ServiceHub;
 use crate::session::SessionSettings;
 use crate::state::StateStore;
 use crate::Runtime;
@@ -76,6 +76,11 @@ enum PluginsCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // OpenMP threads that spin while waiting collapse llama.cpp's throughput on a shared
+    // machine; waiting passively costs nothing measurable when the machine is idle.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
+    }
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
@@ -139,14 +144,11 @@ impl Observer for TranscriptPrinter {
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let lines = conversation::load(&args.script).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let model: Arc<dyn ModelProvider> = match &config.model {
-        ModelConfig::Scripted {
-            script,
-            chunk_chars,
-        } => {
-            Arc::new(ScriptedModel::load(script, *chunk_chars).map_err(|e| anyhow::anyhow!("{e}"))?)
-        }
-    };
+    let models = Arc::new(
+        Models::build(&config, &|line| eprintln!("murmur: {line}"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let model = models.chat.clone();
     let catalog = Catalog::load(&config)?;
     for r in &catalog.rejected {
         eprintln!(
@@ -194,7 +196,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut builder = Runtime::builder(settings, model)
             .analyzers(instances.analyzers)
             .tools(instances.tools)
-            .state(state);
+            .state(state)
+            .services(Arc::new(ServiceHub::new(
+                models.clone(),
+                tokio::runtime::Handle::current(),
+            )));
         for o in observers {
             builder = builder.observer(o);
         }

@@ -128,6 +128,8 @@ pub enum EventKind {
         outcome: RunOutcome,
         duration_ms: u64,
         injections: usize,
+        /// Model tokens used through host services.
+        tokens: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },

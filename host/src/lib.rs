@@ -28,6 +28,7 @@ pub mod file_error;
 pub mod model;
 pub mod plugins;
 pub mod runtime;
+pub mod services;
 pub mod session;
 pub mod state;
 pub mod tool;

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::analyzer::AnalyzerEntry;
 use crate::events::{Event, EventKind, Observer};
 use crate::model::{ModelProvider, ToolSpec};
+use crate::services::ServiceHub;
 use crate::session::driver::Session;
 use crate::session::machine::SessionSettings;
 use crate::session::runs::SlotSpec;
@@ -27,6 +28,7 @@ pub(crate) struct Shared {
     pub model: Arc<dyn ModelProvider>,
     pub observers: Vec<Arc<dyn Observer>>,
     pub state: StateStore,
+    pub services: Option<Arc<ServiceHub>>,
     /// Every analyzer run and session task, for shutdown.
     pub tracker: TaskTracker,
     /// Cancelled at shutdown; sessions and runs hold children.
@@ -59,9 +61,16 @@ pub struct RuntimeBuilder {
     tools: Vec<ToolEntry>,
     observers: Vec<Arc<dyn Observer>>,
     state: StateStore,
+    services: Option<Arc<ServiceHub>>,
 }
 
 impl RuntimeBuilder {
+    /// Offers these runtime services (`complete`) to analyzers.
+    pub fn services(mut self, hub: Arc<ServiceHub>) -> Self {
+        self.services = Some(hub);
+        self
+    }
+
     /// Uses this state store (shared with tool instances built beforehand).
     pub fn state(mut self, state: StateStore) -> Self {
         self.state = state;
@@ -106,6 +115,7 @@ impl RuntimeBuilder {
                 model: self.model,
                 observers: self.observers,
                 state: self.state,
+                services: self.services,
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 start: Instant::now(),
@@ -139,6 +149,7 @@ impl Runtime {
             tools: Vec::new(),
             observers: Vec::new(),
             state: StateStore::default(),
+            services: None,
         }
     }
 

@@ -6,7 +6,7 @@ use abi_stable::std_types::{RNone, RSome, RStr};
 use serde::de::DeserializeOwned;
 
 use crate::ffi::{ErrorCode, FfiContext, FfiHostRef, FfiMessage};
-use crate::{Config, Error, ErrorKind, Hook, Origin, Result, Role};
+use crate::{Completion, CompletionRequest, Config, Error, ErrorKind, Hook, Origin, Result, Role};
 
 /// One model message, borrowed for the duration of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,16 @@ impl<'a> Host<'a> {
     /// The host's capabilities (service names).
     pub fn capabilities(&self) -> Vec<String> {
         serde_json::from_str(self.raw.capabilities().as_str()).unwrap_or_default()
+    }
+
+    /// Calls a model through the host (`complete` capability). Blocks until the answer, the
+    /// run's deadline or its cancellation. With `json_schema`, `Completion::json` holds a
+    /// value that parsed and validated against it; otherwise this returns an error.
+    pub fn complete(&self, request: &CompletionRequest) -> Result<Completion> {
+        let request = serde_json::to_value(request).map_err(Error::msg)?;
+        let answer = self.call("complete", &request)?;
+        serde_json::from_value(answer)
+            .map_err(|e| Error::msg(format!("unexpected answer from `complete`: {e}")))
     }
 
     /// Calls a named host service with a JSON request.

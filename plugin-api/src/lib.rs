@@ -83,11 +83,13 @@ mod context;
 pub mod export;
 pub mod ffi;
 mod manifest;
+mod services;
 mod traits;
 mod types;
 
 pub use context::{Context, Host, Level, Message};
 pub use manifest::{capability, AnalyzerInfo, Manifest, ToolInfo, API_VERSION};
+pub use services::{ChatMessage, Completion, CompletionRequest, TokenUsage};
 pub use traits::{Analyzer, Tool};
 pub use types::{Config, Error, ErrorKind, Hook, Injection, Origin, Result, Role};
 

@@ -18,6 +18,8 @@ pub mod capability {
     pub const STATE: &str = "state";
     /// `Host::cancelled` and the run deadline.
     pub const CANCEL: &str = "cancel";
+    /// `Host::complete`: call a model the config names, optionally with a JSON schema.
+    pub const COMPLETE: &str = "complete";
 }
 
 /// What a plugin library exports.

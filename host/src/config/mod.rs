@@ -7,13 +7,17 @@
 
 pub mod raw;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use murmur_plugin_api::Hook;
+use serde::Deserialize;
 use toml::Spanned;
+
+use crate::model::local::{LocalSettings, Sampling};
 
 use raw::{RawAnalyzer, RawConfig, RawModel, RawTool};
 
@@ -27,6 +31,23 @@ pub const DEFAULT_DEFER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_ANALYZER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default tool `timeout`.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Name under which `[model]` appears in [`Config::models`].
+pub const DEFAULT_MODEL_NAME: &str = "default";
+
+/// The local model used when the config names none: the default GGUF file relative to the
+/// current directory, greedy sampling, up to 4 threads.
+pub fn default_local() -> LocalSettings {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4) as u32;
+    LocalSettings {
+        path: crate::model::local::default_model_path(),
+        context_length: None,
+        threads,
+        sampling: Sampling::default(),
+    }
+}
+
 /// Default characters per streamed chunk of the scripted model.
 pub const DEFAULT_CHUNK_CHARS: usize = 8;
 
@@ -53,8 +74,10 @@ pub struct Config {
     pub instructions_placement: InstructionsPlacement,
     /// Where to record every model input (S40), if anywhere.
     pub record_model_input: Option<PathBuf>,
-    /// The chat model.
-    pub model: ModelConfig,
+    /// Every configured model by name; `[model]` is named `default`.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// The name of the chat model in `models`.
+    pub chat_model: String,
     /// `[[analyzer]]` tables, in file order.
     pub analyzers: Vec<AnalyzerConfig>,
     /// `[[tool]]` tables, in file order.
@@ -70,9 +93,11 @@ pub enum InstructionsPlacement {
     BeforeLastUser,
 }
 
-/// `[model]`.
+/// `[model]` or `[models.NAME]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
+    /// A GGUF model run in-process (the default).
+    Local(LocalSettings),
     /// Replies read from a JSON Lines file, one per model call.
     Scripted {
         /// The script file.
@@ -101,6 +126,8 @@ pub struct AnalyzerConfig {
     pub ttl_turns: Option<u32>,
     /// Run turn hooks only on turns divisible by this number.
     pub every_n_turns: u32,
+    /// The model its `complete` calls use unless they name one (a key of `models`).
+    pub model: Option<String>,
     /// `[analyzer.config]` as JSON.
     pub config: serde_json::Value,
     /// Line of the table in the file.
@@ -361,20 +388,7 @@ impl Resolver<'_> {
                 }
             },
         };
-        let model = match raw.model {
-            Some(m) => self.model(m),
-            None => {
-                self.error(
-                    None,
-                    "model",
-                    "missing `[model]` table; for example `[model]` with `provider = \"scripted\"` and `script = \"replies.jsonl\"`",
-                );
-                ModelConfig::Scripted {
-                    script: PathBuf::new(),
-                    chunk_chars: DEFAULT_CHUNK_CHARS,
-                }
-            }
-        };
+        let (models, chat_model) = self.models(raw.model, raw.models);
         let analyzers: Vec<AnalyzerConfig> = raw
             .analyzers
             .into_iter()
@@ -387,6 +401,17 @@ impl Resolver<'_> {
             .enumerate()
             .map(|(i, t)| self.tool(i, t, tool_timeout))
             .collect();
+        for (i, a) in analyzers.iter().enumerate() {
+            if let Some(m) = a.model.as_ref().filter(|m| !models.contains_key(*m)) {
+                let known: Vec<&str> = models.keys().map(String::as_str).collect();
+                self.errors.push(ConfigError {
+                    file: self.file.clone(),
+                    line: Some(a.line),
+                    key: format!("analyzer[{i}].model"),
+                    message: format!("no `[models.{m}]` table (defined: {})", known.join(", ")),
+                });
+            }
+        }
         self.unique(
             analyzers.iter().map(|a| (a.name.as_str(), a.line)),
             "analyzer",
@@ -408,7 +433,8 @@ impl Resolver<'_> {
                 .record_model_input
                 .as_ref()
                 .map(|p| self.path(p.get_ref())),
-            model,
+            models,
+            chat_model,
             analyzers,
             tools,
         }
@@ -430,18 +456,142 @@ impl Resolver<'_> {
         }
     }
 
-    fn model(&mut self, m: Spanned<RawModel>) -> ModelConfig {
+    /// Resolves `[model]` / `model = "NAME"` and `[models.NAME]` into the named models and
+    /// the name of the chat model.
+    fn models(
+        &mut self,
+        model: Option<Spanned<toml::Value>>,
+        named: BTreeMap<String, Spanned<RawModel>>,
+    ) -> (BTreeMap<String, ModelConfig>, String) {
+        let mut models = BTreeMap::new();
+        for (name, raw) in named {
+            let m = self.model(&format!("models.{name}"), raw);
+            models.insert(name, m);
+        }
+        let chat = match model {
+            None => {
+                models
+                    .entry(DEFAULT_MODEL_NAME.to_string())
+                    .or_insert_with(|| ModelConfig::Local(default_local()));
+                DEFAULT_MODEL_NAME.to_string()
+            }
+            Some(v) => {
+                let span = v.span();
+                match v.into_inner() {
+                    toml::Value::String(name) => {
+                        if !models.contains_key(&name) {
+                            let known: Vec<&str> = models.keys().map(String::as_str).collect();
+                            self.error(
+                                Some(span),
+                                "model",
+                                format!(
+                                    "no `[models.{name}]` table (defined: {})",
+                                    if known.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        known.join(", ")
+                                    }
+                                ),
+                            );
+                        }
+                        name
+                    }
+                    toml::Value::Table(_) => {
+                        // Parse the table again from the text so that its keys keep their
+                        // spans (a `toml::Value` has none).
+                        #[derive(Deserialize)]
+                        struct ModelTable {
+                            model: Spanned<RawModel>,
+                        }
+                        match toml::from_str::<ModelTable>(self.text) {
+                            Ok(t) => {
+                                let m = self.model("model", t.model);
+                                models.insert(DEFAULT_MODEL_NAME.to_string(), m);
+                            }
+                            Err(e) => {
+                                let line = e.span().map(|s| self.line_of(s.start));
+                                let key = unknown_field_key(e.message())
+                                    .unwrap_or_else(|| "model".into());
+                                let mut message = e.message().to_string();
+                                if TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                                    message.push_str(" (top-level keys must come before the first `[table]` header)");
+                                }
+                                self.errors.push(ConfigError {
+                                    file: self.file.clone(),
+                                    line: line.or(Some(self.line_of(span.start))),
+                                    key,
+                                    message,
+                                });
+                            }
+                        }
+                        DEFAULT_MODEL_NAME.to_string()
+                    }
+                    _ => {
+                        self.error(
+                            Some(span),
+                            "model",
+                            "must be a `[model]` table or the name of a `[models.NAME]` table",
+                        );
+                        DEFAULT_MODEL_NAME.to_string()
+                    }
+                }
+            }
+        };
+        (models, chat)
+    }
+
+    fn model(&mut self, key: &str, m: Spanned<RawModel>) -> ModelConfig {
         let span = m.span();
         let m = m.into_inner();
-        let provider = m.provider.get_ref().as_str();
-        match provider {
+        let provider = m.provider.get_ref().clone();
+        let k = |field: &str| format!("{key}.{field}");
+        let only = |this: &mut Self,
+                    present: bool,
+                    field: &str,
+                    sp: Option<Range<usize>>,
+                    for_provider: &str| {
+            if present {
+                this.error(
+                    sp.or(Some(span.clone())),
+                    k(field),
+                    format!("applies to provider \"{for_provider}\" only (this model uses \"{provider}\")"),
+                );
+            }
+        };
+        match provider.as_str() {
             "scripted" => {
+                only(
+                    self,
+                    m.path.is_some(),
+                    "path",
+                    m.path.as_ref().map(|v| v.span()),
+                    "local",
+                );
+                only(
+                    self,
+                    m.context_length.is_some(),
+                    "context_length",
+                    None,
+                    "local",
+                );
+                only(self, m.threads.is_some(), "threads", None, "local");
+                for (present, field) in [
+                    (m.temperature.is_some(), "temperature"),
+                    (m.top_p.is_some(), "top_p"),
+                    (m.top_k.is_some(), "top_k"),
+                    (m.repeat_penalty.is_some(), "repeat_penalty"),
+                    (m.seed.is_some(), "seed"),
+                    (m.max_tokens.is_some(), "max_tokens"),
+                    (m.stop.is_some(), "stop"),
+                ] {
+                    only(self, present, field, None, "local");
+                }
                 let script = match &m.script {
                     Some(s) => self.path(s.get_ref()),
                     None => {
                         self.error(
                             Some(span),
-                            "model.script",
+                            k("script"),
                             "the scripted provider needs `script = \"FILE.jsonl\"`",
                         );
                         PathBuf::new()
@@ -449,7 +599,7 @@ impl Resolver<'_> {
                 };
                 let chunk_chars = self.positive(
                     m.chunk_chars.as_ref(),
-                    "model.chunk_chars",
+                    &k("chunk_chars"),
                     1,
                     DEFAULT_CHUNK_CHARS as u32,
                 ) as usize;
@@ -458,16 +608,96 @@ impl Resolver<'_> {
                     chunk_chars,
                 }
             }
+            "local" => {
+                only(
+                    self,
+                    m.script.is_some(),
+                    "script",
+                    m.script.as_ref().map(|v| v.span()),
+                    "scripted",
+                );
+                only(
+                    self,
+                    m.chunk_chars.is_some(),
+                    "chunk_chars",
+                    None,
+                    "scripted",
+                );
+                let defaults = default_local();
+                let float = |this: &mut Self,
+                             v: &Option<Spanned<f64>>,
+                             field: &str,
+                             min: f64,
+                             max: f64,
+                             default: f32| {
+                    let Some(v) = v else { return default };
+                    let x = *v.get_ref();
+                    if !(min..=max).contains(&x) {
+                        this.error(
+                            Some(v.span()),
+                            k(field),
+                            format!("must be between {min} and {max}"),
+                        );
+                        return default;
+                    }
+                    x as f32
+                };
+                let sampling = Sampling {
+                    temperature: float(
+                        self,
+                        &m.temperature,
+                        "temperature",
+                        0.0,
+                        2.0,
+                        defaults.sampling.temperature,
+                    ),
+                    top_p: float(self, &m.top_p, "top_p", 0.0, 1.0, defaults.sampling.top_p),
+                    top_k: self.positive(
+                        m.top_k.as_ref(),
+                        &k("top_k"),
+                        0,
+                        defaults.sampling.top_k as u32,
+                    ) as i32,
+                    repeat_penalty: float(
+                        self,
+                        &m.repeat_penalty,
+                        "repeat_penalty",
+                        0.5,
+                        2.0,
+                        defaults.sampling.repeat_penalty,
+                    ),
+                    seed: self.positive(m.seed.as_ref(), &k("seed"), 0, defaults.sampling.seed),
+                    max_tokens: self.positive(
+                        m.max_tokens.as_ref(),
+                        &k("max_tokens"),
+                        1,
+                        defaults.sampling.max_tokens,
+                    ),
+                    stop: m.stop.clone().unwrap_or_default(),
+                };
+                ModelConfig::Local(LocalSettings {
+                    path: m
+                        .path
+                        .as_ref()
+                        .map(|p| self.path(p.get_ref()))
+                        .unwrap_or(defaults.path),
+                    context_length: m
+                        .context_length
+                        .as_ref()
+                        .map(|c| self.positive(Some(c), &k("context_length"), 256, 2048)),
+                    threads: self.positive(m.threads.as_ref(), &k("threads"), 1, defaults.threads),
+                    sampling,
+                })
+            }
             other => {
                 self.error(
                     Some(m.provider.span()),
-                    "model.provider",
-                    format!("unknown provider `{other}`; this build offers \"scripted\""),
+                    k("provider"),
+                    format!(
+                        "unknown provider `{other}`; this build offers \"local\" and \"scripted\""
+                    ),
                 );
-                ModelConfig::Scripted {
-                    script: PathBuf::new(),
-                    chunk_chars: DEFAULT_CHUNK_CHARS,
-                }
+                ModelConfig::Local(default_local())
             }
         }
     }
@@ -520,6 +750,7 @@ impl Resolver<'_> {
             defer_timeout: self.duration(a.defer_timeout.as_ref(), &key("defer_timeout"), defer),
             ttl_turns,
             every_n_turns: self.positive(a.every_n_turns.as_ref(), &key("every_n_turns"), 1, 1),
+            model: a.model.map(|m| m.into_inner()),
             config: table_to_json(a.config),
             line,
             name,
@@ -582,8 +813,9 @@ mod tests {
         assert_eq!(c.analyzer_timeout, Duration::from_secs(30));
         assert!(c.steering);
         assert_eq!(c.instructions_placement, InstructionsPlacement::System);
+        assert_eq!(c.chat_model, "default");
         assert_eq!(
-            c.model,
+            c.models["default"],
             ModelConfig::Scripted {
                 script: PathBuf::from("/etc/murmur/replies.jsonl"),
                 chunk_chars: DEFAULT_CHUNK_CHARS
@@ -654,16 +886,52 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_model_table_says_what_to_write() {
-        let err = parse("").expect_err("no model");
-        assert_eq!(err.0[0].key, "model");
-        assert!(err.0[0].message.contains("provider = \"scripted\""));
+    fn without_a_model_table_the_chat_uses_the_default_local_model() {
+        let c = parse("").expect("valid");
+        let ModelConfig::Local(local) = &c.models[&c.chat_model] else {
+            panic!("local")
+        };
+        assert_eq!(
+            local.path,
+            Path::new("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        assert_eq!(local.sampling.temperature, 0.0);
+    }
+
+    #[test]
+    fn named_models_can_serve_the_chat_and_analyzers() {
+        let text = "model = \"small\"\n[models.small]\nprovider = \"local\"\npath = \"m.gguf\"\ntemperature = 0.7\nstop = [\"</s>\"]\n[models.judge]\nprovider = \"scripted\"\nscript = \"j.jsonl\"\n[[analyzer]]\nname = \"a\"\nmodel = \"judge\"\n";
+        let c = parse(text).expect("valid");
+        assert_eq!(c.chat_model, "small");
+        let ModelConfig::Local(small) = &c.models["small"] else {
+            panic!("local")
+        };
+        assert_eq!(small.path, Path::new("/etc/murmur/m.gguf"));
+        assert_eq!(small.sampling.stop, vec!["</s>".to_string()]);
+        assert!((small.sampling.temperature - 0.7).abs() < 1e-6);
+        assert_eq!(c.analyzers[0].model.as_deref(), Some("judge"));
+    }
+
+    #[test]
+    fn unknown_model_names_and_keys_of_another_provider_are_errors() {
+        let text = "model = \"big\"\n[models.small]\nprovider = \"scripted\"\nscript = \"s.jsonl\"\nthreads = 2\n[[analyzer]]\nname = \"a\"\nmodel = \"nope\"\n";
+        let err = parse(text).expect_err("three problems");
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["models.small.threads", "model", "analyzer[0].model"],
+            "{err}"
+        );
+        assert!(err.0[0]
+            .message
+            .contains("applies to provider \"local\" only"));
     }
 
     #[test]
     fn unknown_provider_lists_the_available_ones() {
         let err = parse("[model]\nprovider = \"gpt\"\n").expect_err("bad provider");
         assert_eq!(err.0[0].key, "model.provider");
+        assert!(err.0[0].message.contains("\"local\" and \"scripted\""));
         assert_eq!(err.0[0].line, Some(2));
     }
 

@@ -18,14 +18,18 @@ pub struct RawConfig {
     pub steering: Option<bool>,
     pub instructions_placement: Option<Spanned<String>>,
     pub record_model_input: Option<Spanned<String>>,
-    pub model: Option<Spanned<RawModel>>,
+    /// A `[model]` table, or the name of a `[models.NAME]` table.
+    pub model: Option<Spanned<toml::Value>>,
+    /// Named models: `[models.NAME]`.
+    #[serde(default)]
+    pub models: std::collections::BTreeMap<String, Spanned<RawModel>>,
     #[serde(default, rename = "analyzer")]
     pub analyzers: Vec<Spanned<RawAnalyzer>>,
     #[serde(default, rename = "tool")]
     pub tools: Vec<Spanned<RawTool>>,
 }
 
-/// `[model]`.
+/// `[model]` or `[models.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
@@ -34,6 +38,26 @@ pub struct RawModel {
     pub script: Option<Spanned<String>>,
     /// `scripted`: characters per streamed chunk.
     pub chunk_chars: Option<Spanned<i64>>,
+    /// `local`: the GGUF file.
+    pub path: Option<Spanned<String>>,
+    /// `local`: context length in tokens.
+    pub context_length: Option<Spanned<i64>>,
+    /// `local`: CPU threads.
+    pub threads: Option<Spanned<i64>>,
+    /// Sampling temperature (0 = greedy).
+    pub temperature: Option<Spanned<f64>>,
+    /// Nucleus sampling mass.
+    pub top_p: Option<Spanned<f64>>,
+    /// Keep this many most likely tokens.
+    pub top_k: Option<Spanned<i64>>,
+    /// Penalty for repeated tokens.
+    pub repeat_penalty: Option<Spanned<f64>>,
+    /// Random seed.
+    pub seed: Option<Spanned<i64>>,
+    /// Most tokens per reply.
+    pub max_tokens: Option<Spanned<i64>>,
+    /// Stop strings.
+    pub stop: Option<Vec<String>>,
 }
 
 /// One `[[analyzer]]` table.
@@ -48,6 +72,8 @@ pub struct RawAnalyzer {
     pub defer_timeout: Option<Spanned<String>>,
     pub ttl_turns: Option<Spanned<i64>>,
     pub every_n_turns: Option<Spanned<i64>>,
+    /// The model its `complete` calls use by default (a `[models.NAME]` name).
+    pub model: Option<Spanned<String>>,
     pub config: Option<toml::Table>,
 }
 

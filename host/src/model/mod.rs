@@ -3,6 +3,7 @@
 //! A provider receives the exact [`ModelInput`] of a step, streams text chunks through the
 //! request's channel and returns the final [`ModelReply`]: text, tool calls, or both.
 
+pub mod local;
 pub mod scripted;
 
 use std::future::Future;
@@ -125,6 +126,17 @@ pub struct ToolSpec {
     pub parameters: serde_json::Value,
 }
 
+/// Tokens a model call used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Usage {
+    /// Tokens of the model input.
+    pub prompt_tokens: u64,
+    /// Of those, tokens actually evaluated (the rest came from the cache).
+    pub prompt_evaluated: u64,
+    /// Tokens generated.
+    pub completion_tokens: u64,
+}
+
 /// The model's answer to one step.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelReply {
@@ -132,6 +144,8 @@ pub struct ModelReply {
     pub text: String,
     /// Tool calls; none means the reply is final.
     pub tool_calls: Vec<ToolCall>,
+    /// Tokens used, when the provider knows.
+    pub usage: Usage,
 }
 
 /// One model call.
@@ -143,6 +157,30 @@ pub struct ModelRequest {
     pub tools: Arc<[ToolSpec]>,
     /// Receives text chunks as they stream.
     pub chunks: mpsc::UnboundedSender<String>,
+    /// Most tokens to generate (provider default when `None`).
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (provider default when `None`).
+    pub temperature: Option<f32>,
+    /// A GBNF grammar the output must follow (structured output).
+    pub json_grammar: Option<String>,
+}
+
+impl ModelRequest {
+    /// A request with the provider's defaults.
+    pub fn new(
+        input: Arc<ModelInput>,
+        tools: Arc<[ToolSpec]>,
+        chunks: mpsc::UnboundedSender<String>,
+    ) -> Self {
+        ModelRequest {
+            input,
+            tools,
+            chunks,
+            max_tokens: None,
+            temperature: None,
+            json_grammar: None,
+        }
+    }
 }
 
 /// A failed model call.
@@ -162,4 +200,77 @@ pub trait ModelProvider: Send + Sync + 'static {
 
     /// Performs one model call. Dropping the future aborts it (stop, S36).
     fn call(&self, request: ModelRequest) -> BoxFuture<'static, Result<ModelReply, ModelError>>;
+
+    /// The model's context length in tokens, when known.
+    fn context_length(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// Every configured model, built once per process and shared by all sessions and analyzers.
+pub struct Models {
+    /// The chat model.
+    pub chat: Arc<dyn ModelProvider>,
+    /// All models by config name (`default` is `[model]`).
+    pub named: std::collections::BTreeMap<String, Arc<dyn ModelProvider>>,
+}
+
+impl std::fmt::Debug for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Models")
+            .field("named", &self.named.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Models {
+    /// Loads every model of the config; `progress` hears about slow steps.
+    pub fn build(
+        config: &crate::config::Config,
+        progress: &dyn Fn(&str),
+    ) -> Result<Models, ModelError> {
+        use crate::config::ModelConfig;
+        let mut named: std::collections::BTreeMap<String, Arc<dyn ModelProvider>> =
+            Default::default();
+        let mut loaded: Vec<(ModelConfig, Arc<dyn ModelProvider>)> = Vec::new();
+        for (name, model) in &config.models {
+            if let Some((_, shared)) = loaded.iter().find(|(m, _)| m == model) {
+                named.insert(name.clone(), shared.clone());
+                continue;
+            }
+            let provider: Arc<dyn ModelProvider> = match model {
+                ModelConfig::Scripted {
+                    script,
+                    chunk_chars,
+                } => Arc::new(scripted::ScriptedModel::load(script, *chunk_chars).map_err(
+                    |e| ModelError {
+                        provider: "scripted".into(),
+                        message: e.to_string(),
+                    },
+                )?),
+                ModelConfig::Local(settings) => {
+                    progress(&format!("loading model {} ...", settings.path.display()));
+                    let started = std::time::Instant::now();
+                    let m = local::LocalModel::load(settings)?;
+                    progress(&format!(
+                        "model ready in {:.2} s ({} tokens of context, {} threads)",
+                        started.elapsed().as_secs_f64(),
+                        m.info().context_length,
+                        settings.threads
+                    ));
+                    Arc::new(m)
+                }
+            };
+            loaded.push((model.clone(), provider.clone()));
+            named.insert(name.clone(), provider);
+        }
+        let chat = named
+            .get(&config.chat_model)
+            .cloned()
+            .ok_or_else(|| ModelError {
+                provider: "config".into(),
+                message: format!("no model named `{}`", config.chat_model),
+            })?;
+        Ok(Models { chat, named })
+    }
 }

@@ -108,6 +108,7 @@ impl ScriptedModel {
                     Ok(ModelReply {
                         text: text.unwrap_or_default(),
                         tool_calls,
+                        ..ModelReply::default()
                     })
                 }
                 _ => {
@@ -228,11 +229,7 @@ mod tests {
             messages: vec![],
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let req = |tx| ModelRequest {
-            input: input.clone(),
-            tools: Arc::from(Vec::new()),
-            chunks: tx,
-        };
+        let req = |tx| ModelRequest::new(input.clone(), Arc::from(Vec::new()), tx);
         let reply = m.call(req(tx.clone())).await.expect("first call");
         assert_eq!(reply.text, "abcdefghij");
         let mut chunks = Vec::new();

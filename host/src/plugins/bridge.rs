@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RErr, RNone, ROption, RResult, RSome, RStr, RString};
+use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RStr, RString};
 use murmur_plugin_api::ffi::{
     ErrorCode, FfiAnalyzerBox, FfiContext, FfiError, FfiHostServices, FfiHostServices_TO,
     FfiMessage, FfiToolBox,
@@ -15,11 +15,9 @@ use murmur_plugin_api::{Injection, Role};
 
 use crate::analyzer::{AnalyzerBackend, CancelFlag, RunError, RunRequest};
 use crate::model::BoxFuture;
+use crate::services::{CallScope, ServiceError, ServiceHub, HOST_CAPABILITIES};
 use crate::state::StateStore;
 use crate::tool::ToolBackend;
-
-/// Capabilities this host offers to plugins.
-pub const HOST_CAPABILITIES: &[&str] = &["log", "state", "cancel"];
 
 /// An analyzer instance living in a plugin library.
 pub struct PluginAnalyzer {
@@ -106,6 +104,10 @@ fn call_analyzer(
         session: request.session.clone(),
         cancel: request.cancel.clone(),
         state: request.state.clone(),
+        hub: request.services.clone(),
+        default_model: request.default_model.clone(),
+        deadline: request.deadline,
+        tokens: request.tokens.clone(),
     };
     let host = FfiHostServices_TO::from_ptr(&services, TD_Opaque);
     match instance.analyze(&ctx, host).into_result() {
@@ -161,6 +163,10 @@ impl ToolBackend for PluginTool {
             session,
             cancel: CancelFlag::default(),
             state: self.state.clone(),
+            hub: None,
+            default_model: None,
+            deadline: std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+            tokens: Arc::default(),
         };
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
@@ -184,6 +190,10 @@ struct HostServices {
     session: Arc<str>,
     cancel: CancelFlag,
     state: StateStore,
+    hub: Option<Arc<ServiceHub>>,
+    default_model: Option<Arc<str>>,
+    deadline: std::time::SystemTime,
+    tokens: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FfiHostServices for HostServices {
@@ -215,16 +225,40 @@ impl FfiHostServices for HostServices {
         self.cancel.is_cancelled()
     }
 
-    fn call(&self, service: RStr<'_>, _request_json: RStr<'_>) -> RResult<RString, FfiError> {
-        RErr(FfiError {
-            code: ErrorCode::Unsupported as u32,
-            message: format!(
-                "this host offers no service `{}` (capabilities: {})",
-                service.as_str(),
-                HOST_CAPABILITIES.join(", ")
-            )
-            .into(),
-        })
+    fn call(&self, service: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, FfiError> {
+        let Some(hub) = &self.hub else {
+            return RErr(FfiError {
+                code: ErrorCode::Unsupported as u32,
+                message: format!("host service `{}` is not available here", service.as_str())
+                    .into(),
+            });
+        };
+        let scope = CallScope {
+            session: &self.session,
+            default_model: self.default_model.as_deref(),
+            cancel: &self.cancel,
+            deadline: self.deadline,
+            tokens: &self.tokens,
+        };
+        // A panic in host code must not unwind into the plugin.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            hub.call(service.as_str(), request_json.as_str(), &scope)
+        }))
+        .unwrap_or_else(|_| Err(ServiceError::Failed("host service panicked".into())));
+        match result {
+            Ok(text) => ROk(text.into()),
+            Err(e) => {
+                let (code, message) = match e {
+                    ServiceError::Unsupported(m) => (ErrorCode::Unsupported, m),
+                    ServiceError::Cancelled(m) => (ErrorCode::Cancelled, m),
+                    ServiceError::Failed(m) => (ErrorCode::Failed, m),
+                };
+                RErr(FfiError {
+                    code: code as u32,
+                    message: message.into(),
+                })
+            }
+        }
     }
 
     fn capabilities(&self) -> RString {

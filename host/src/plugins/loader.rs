@@ -13,7 +13,7 @@ use abi_stable::library::{lib_header_from_path, LibraryError};
 use murmur_plugin_api::ffi::PluginModuleRef;
 use murmur_plugin_api::{Manifest, API_VERSION};
 
-use super::bridge::HOST_CAPABILITIES;
+use crate::services::HOST_CAPABILITIES;
 
 /// A loaded, checked plugin library.
 pub struct PluginLibrary {

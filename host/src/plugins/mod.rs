@@ -124,6 +124,7 @@ impl Catalog {
                     timeout: a.timeout,
                     ttl_turns: a.ttl_turns,
                     config_json: config_json.into(),
+                    model: a.model.as_deref().map(Arc::from),
                     backend: Arc::new(bridge::PluginAnalyzer::new(instance)),
                 }),
                 Err(e) => out.errors.push(error(format!(

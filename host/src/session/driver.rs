@@ -136,6 +136,7 @@ struct RunDone {
     hook: Hook,
     turn: u64,
     duration: Duration,
+    tokens: u64,
     result: Result<Result<Vec<Injection>, RunError>, Ended>,
 }
 
@@ -332,6 +333,7 @@ impl Actor {
                 outcome,
                 duration_ms: u64::try_from(done.duration.as_millis()).unwrap_or(u64::MAX),
                 injections: injections.len(),
+                tokens: done.tokens,
                 error,
             },
         );
@@ -362,11 +364,11 @@ impl Actor {
                         o.model_input(&input);
                     }
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let call = self.shared.model.call(ModelRequest {
+                    let call = self.shared.model.call(ModelRequest::new(
                         input,
-                        tools: self.shared.tool_specs.clone(),
-                        chunks: tx,
-                    });
+                        self.shared.tool_specs.clone(),
+                        tx,
+                    ));
                     self.partial.clear();
                     self.chunks = Some(rx);
                     self.model_task = Some(tokio::spawn(call));
@@ -460,6 +462,7 @@ impl Actor {
             return;
         };
         let cancel = CancelFlag::default();
+        let tokens = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let request = RunRequest {
             session: self.id.clone(),
             analyzer: entry.name.clone(),
@@ -471,6 +474,9 @@ impl Actor {
             deadline: SystemTime::now() + entry.timeout,
             cancel: cancel.clone(),
             state: self.shared.state.clone(),
+            services: self.shared.services.clone(),
+            default_model: entry.model.clone(),
+            tokens: tokens.clone(),
         };
         let done = self.done_tx.clone();
         let shutdown = self.shared.cancel.clone();
@@ -492,6 +498,7 @@ impl Actor {
                 hook,
                 turn,
                 duration: started.elapsed(),
+                tokens: tokens.load(std::sync::atomic::Ordering::Relaxed),
                 result,
             });
         });

@@ -65,6 +65,7 @@ impl Mock {
                 timeout: Duration::from_secs(30),
                 ttl_turns: None,
                 config_json: r#"{"level": 3}"#.into(),
+                model: None,
                 backend: Arc::new(MockAnalyzer {
                     behaviour: Box::new(behaviour),
                     seen: seen.clone(),

@@ -30,7 +30,7 @@ fn prov(analyzer: &str, about_turn: u64) -> Provenance {
 fn reply(text: &str) -> ModelReply {
     ModelReply {
         text: text.into(),
-        tool_calls: vec![],
+        ..ModelReply::default()
     }
 }
 
@@ -42,6 +42,7 @@ fn tool_reply(name: &str) -> ModelReply {
             name: name.into(),
             arguments: serde_json::json!({}),
         }],
+        ..ModelReply::default()
     }
 }
 

@@ -1,0 +1,184 @@
+//! The `local` provider against the real default model (SmolLM2-135M-Instruct, fetched by
+//! `scripts/fetch-model`), and the `complete` host service on top of it.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use murmur::analyzer::CancelFlag;
+use murmur::model::local::{LocalModel, LocalSettings, Sampling};
+use murmur::model::{ContextMessage, ModelInput, ModelProvider, ModelRequest, Models};
+use murmur::services::{CallScope, ServiceHub};
+use murmur_plugin_api::{ChatMessage, CompletionRequest};
+
+fn model_path() -> PathBuf {
+    let path = std::env::var_os("MURMUR_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("models")
+                .join("SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-model (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+fn settings() -> LocalSettings {
+    LocalSettings {
+        path: model_path(),
+        context_length: Some(2048),
+        // One thread: the test harness runs tests side by side on a small machine.
+        threads: 1,
+        sampling: Sampling::default(),
+    }
+}
+
+fn input(system: &str, messages: Vec<ContextMessage>) -> Arc<ModelInput> {
+    Arc::new(ModelInput {
+        session: "test".into(),
+        turn: 1,
+        step: 1,
+        instructions: system.into(),
+        messages,
+    })
+}
+
+async fn ask(
+    model: &LocalModel,
+    input: Arc<ModelInput>,
+) -> (murmur::model::ModelReply, Vec<String>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reply = model
+        .call(ModelRequest::new(input, Arc::from(Vec::new()), tx))
+        .await
+        .expect("the model answers");
+    let mut chunks = Vec::new();
+    while let Ok(c) = rx.try_recv() {
+        chunks.push(c);
+    }
+    (reply, chunks)
+}
+
+#[tokio::test]
+async fn the_local_model_knows_the_capital_of_france_and_streams_it() {
+    let model = LocalModel::load(&settings()).expect("model loads");
+    let (reply, chunks) = ask(
+        &model,
+        input(
+            "You are a helpful assistant.",
+            vec![ContextMessage::user("What is the capital of France?")],
+        ),
+    )
+    .await;
+    assert!(reply.text.contains("Paris"), "reply: {:?}", reply.text);
+    assert!(chunks.len() > 1, "streamed in pieces: {chunks:?}");
+    assert_eq!(chunks.concat(), reply.text);
+    assert!(reply.usage.completion_tokens > 0);
+}
+
+#[tokio::test]
+async fn a_turn_that_extends_the_previous_one_evaluates_only_its_new_tokens() {
+    let model = LocalModel::load(&settings()).expect("model loads");
+    let first = vec![ContextMessage::user("Name a color.")];
+    let (reply, _) = ask(&model, input("Be brief.", first.clone())).await;
+    let mut second = first;
+    second.push(ContextMessage::assistant(reply.text, vec![]));
+    second.push(ContextMessage::user("Name another one."));
+    let (again, _) = ask(&model, input("Be brief.", second)).await;
+    let u = again.usage;
+    assert!(
+        u.prompt_evaluated * 2 < u.prompt_tokens,
+        "only the new turn is evaluated: {u:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_model_file_names_the_fetch_script() {
+    let mut s = settings();
+    s.path = PathBuf::from("/nonexistent/model.gguf");
+    let e = LocalModel::load(&s).expect_err("missing file");
+    assert!(e.to_string().contains("scripts/fetch-model"), "{e}");
+}
+
+#[test]
+fn complete_with_a_json_schema_returns_valid_json_twenty_times_out_of_twenty() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let model: Arc<dyn ModelProvider> =
+        Arc::new(LocalModel::load(&settings()).expect("model loads"));
+    let models = Arc::new(Models {
+        chat: model.clone(),
+        named: [("default".to_string(), model)].into_iter().collect(),
+    });
+    let hub = ServiceHub::new(models, runtime.handle().clone());
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "needs_improvement": {"type": "boolean"},
+            "suggestions": {"type": "array", "items": {"type": "string", "maxLength": 80}, "maxItems": 3}
+        },
+        "required": ["needs_improvement", "suggestions"],
+        "additionalProperties": false
+    });
+    let replies = [
+        "The capital of France is Paris.",
+        "2 + 2 = 5.",
+        "I don't know.",
+        "Water boils at 100 degrees Celsius at sea level.",
+        "The moon is made of cheese.",
+        "Sure! Here is a poem about cats.",
+        "Berlin is the capital of Germany.",
+        "",
+        "The answer is 42.",
+        "Python is a snake and a programming language.",
+        "Yes.",
+        "No, I cannot help with that.",
+        "The Eiffel Tower is in Rome.",
+        "Light travels faster than sound.",
+        "Please ask again later.",
+        "There are 7 days in a week.",
+        "Cats are reptiles.",
+        "The sun rises in the west.",
+        "Rust is a systems programming language.",
+        "Bananas are blue.",
+    ];
+    let tokens = AtomicU64::new(0);
+    let cancel = CancelFlag::default();
+    let mut valid = 0;
+    for (i, reply) in replies.iter().enumerate() {
+        let request = CompletionRequest {
+            system: Some("You review an assistant's reply. Answer in JSON.".into()),
+            messages: vec![ChatMessage::user(format!("Reply to review: {reply:?}"))],
+            max_tokens: Some(200),
+            temperature: Some(if i % 2 == 0 { 0.0 } else { 0.8 }),
+            json_schema: Some(schema.clone()),
+            ..CompletionRequest::default()
+        };
+        let scope = CallScope {
+            session: "s",
+            default_model: None,
+            cancel: &cancel,
+            deadline: SystemTime::now() + Duration::from_secs(60),
+            tokens: &tokens,
+        };
+        let answer = hub.complete(request, &scope).expect("a valid answer");
+        let json = answer.json.expect("parsed JSON");
+        assert!(json["needs_improvement"].is_boolean(), "{json}");
+        assert!(json["suggestions"].is_array(), "{json}");
+        valid += 1;
+    }
+    assert_eq!(valid, 20);
+    assert!(
+        tokens.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "usage is counted"
+    );
+}
