@@ -806,3 +806,74 @@ fn s35_a_model_error_ends_the_turn_with_an_error_event_and_the_next_turn_works()
         .collect();
     assert_eq!(users, vec!["first question", "second question"]);
 }
+
+/// TOML string literal of a path (backslashes and quotes escaped).
+fn toml_path(path: &std::path::Path) -> String {
+    Value::String(path.display().to_string()).to_string()
+}
+
+/// The acceptance check on the embedded default: `murmur run` with
+/// `[model] provider = "local"` answers the capital question with "Paris", streaming.
+#[test]
+fn the_local_model_answers_the_capital_of_france_with_paris() {
+    let t = setup("local-paris");
+    t.config(&format!(
+        "system_prompt = \"You are a helpful assistant. Answer in one short sentence.\"\n\n[model]\nprovider = \"local\"\npath = {}\ntemperature = 0.0\nmax_tokens = 48\nthreads = 1\n",
+        toml_path(&murmur_e2e::model_path())
+    ));
+    t.conversation("What is the capital of France?\n");
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+    let ended = run.events_of("turn_ended");
+    assert_eq!(ended.len(), 1, "{}", run.dump());
+    assert_eq!(text(ended[0], "outcome"), "completed");
+    assert!(text(ended[0], "reply").contains("Paris"), "{}", run.dump());
+    assert!(run.stdout().contains("Paris"), "{}", run.dump());
+}
+
+/// `murmur run` on a real OpenAI-compatible server (llama.cpp's, tests/openai-server/).
+#[test]
+fn the_openai_provider_holds_a_conversation_with_a_real_server() {
+    let server = murmur_e2e::openai_server::OpenAiServer::start(2048);
+    let t = setup("openai-paris");
+    t.config(&format!(
+        "system_prompt = \"You are a helpful assistant. Answer in one short sentence.\"\n\n[model]\nprovider = \"openai\"\nbase_url = \"{}\"\nmodel = \"smollm2\"\ntemperature = 0.0\nmax_tokens = 48\n",
+        server.base_url()
+    ));
+    t.conversation("What is the capital of France?\nAnd of Germany?\n");
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+    let ended = run.events_of("turn_ended");
+    assert_eq!(ended.len(), 2, "{}", run.dump());
+    assert!(text(ended[0], "reply").contains("Paris"), "{}", run.dump());
+    assert_eq!(text(ended[1], "outcome"), "completed", "{}", run.dump());
+    // Turn 2 sent the whole conversation so far.
+    let turn2 = messages(run.input(2, 1));
+    assert_eq!(turn2.len(), 3, "{}", run.dump());
+}
+
+/// S35 with a real server that has gone away: each turn ends with an error event naming the
+/// server and the cause, and the run goes on to the next turn and exits 1, without a panic.
+#[test]
+fn s35_a_server_that_stopped_ends_each_turn_with_an_error_naming_it() {
+    let mut server = murmur_e2e::openai_server::OpenAiServer::start(512);
+    let base_url = server.base_url();
+    server.kill();
+    let t = setup("openai-gone");
+    t.config(&format!(
+        "[model]\nprovider = \"openai\"\nbase_url = \"{base_url}\"\nmodel = \"smollm2\"\nmax_retries = 0\n"
+    ));
+    t.conversation("What is the capital of France?\nAnd of Germany?\n");
+    let run = t.run();
+    assert_eq!(run.code(), Some(1), "turns errored\n{}", run.dump());
+    let ended = run.events_of("turn_ended");
+    assert_eq!(ended.len(), 2, "{}", run.dump());
+    for e in ended {
+        assert_eq!(text(e, "outcome"), "error", "{e}");
+        assert!(
+            text(e, "error").contains(&format!("cannot reach {base_url}/chat/completions")),
+            "{e}"
+        );
+    }
+    assert!(!run.stderr().contains("panicked"), "{}", run.dump());
+}

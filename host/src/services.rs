@@ -121,16 +121,6 @@ impl ServiceHub {
             ),
             None => None,
         };
-        let grammar = match &request.json_schema {
-            Some(schema) if model.name() == "local" => Some(
-                llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
-                    ServiceError::Failed(format!(
-                        "json_schema cannot be turned into a grammar: {e}"
-                    ))
-                })?,
-            ),
-            _ => None,
-        };
         let input = Arc::new(ModelInput {
             session: scope.session.to_string(),
             turn: 0,
@@ -160,7 +150,7 @@ impl ServiceHub {
             let mut call = ModelRequest::new(input.clone(), Arc::from(Vec::new()), chunks);
             call.max_tokens = request.max_tokens;
             call.temperature = request.temperature;
-            call.json_grammar = grammar.clone();
+            call.json_schema = request.json_schema.clone();
             let reply = self.run_bounded(model.call(call), scope)?;
             let usage = TokenUsage {
                 prompt_tokens: reply.usage.prompt_tokens,

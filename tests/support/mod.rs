@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod openai_server;
+
 /// A `murmur` process that runs longer than this is killed and its test fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -46,6 +48,23 @@ pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests package lives inside the workspace folder")
+}
+
+/// The default model file (`MURMUR_MODEL` overrides it), as `scripts/fetch-model` leaves it.
+pub fn model_path() -> PathBuf {
+    let path = std::env::var_os("MURMUR_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join("models")
+                .join("SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup (the README's test command does)",
+        path.display()
+    );
+    path
 }
 
 /// `<target>/debug`, where `<target>` is `CARGO_TARGET_DIR` (relative to the workspace root

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::model::local::{LocalSettings, Sampling};
+use crate::model::openai::{self, OpenAiSettings};
 
 use raw::{RawAnalyzer, RawConfig, RawModel, RawTool};
 
@@ -98,6 +99,8 @@ pub enum InstructionsPlacement {
 pub enum ModelConfig {
     /// A GGUF model run in-process (the default).
     Local(LocalSettings),
+    /// Any OpenAI-compatible chat-completions server.
+    OpenAi(OpenAiSettings),
     /// Replies read from a JSON Lines file, one per model call.
     Scripted {
         /// The script file.
@@ -260,7 +263,11 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "steering",
     "instructions_placement",
     "record_model_input",
+    "model",
 ];
+
+/// The model providers this build offers.
+pub const PROVIDERS: &[&str] = &["local", "openai", "scripted"];
 
 /// toml reports unknown keys as "unknown field `x`, expected ..."; pull the key out.
 fn unknown_field_key(message: &str) -> Option<String> {
@@ -506,6 +513,13 @@ impl Resolver<'_> {
                         match toml::from_str::<ModelTable>(self.text) {
                             Ok(t) => {
                                 let m = self.model("model", t.model);
+                                if models.contains_key(DEFAULT_MODEL_NAME) {
+                                    self.error(
+                                        Some(span.clone()),
+                                        "model",
+                                        format!("`[model]` is the model named `{DEFAULT_MODEL_NAME}`, and `[models.{DEFAULT_MODEL_NAME}]` defines it too; keep one of them"),
+                                    );
+                                }
                                 models.insert(DEFAULT_MODEL_NAME.to_string(), m);
                             }
                             Err(e) => {
@@ -545,47 +559,93 @@ impl Resolver<'_> {
         let m = m.into_inner();
         let provider = m.provider.get_ref().clone();
         let k = |field: &str| format!("{key}.{field}");
-        let only = |this: &mut Self,
-                    present: bool,
-                    field: &str,
-                    sp: Option<Range<usize>>,
-                    for_provider: &str| {
-            if present {
-                this.error(
-                    sp.or(Some(span.clone())),
-                    k(field),
-                    format!("applies to provider \"{for_provider}\" only (this model uses \"{provider}\")"),
+        // Which providers each optional key applies to; any other use is an error.
+        const LOCAL: &[&str] = &["local"];
+        const SCRIPTED: &[&str] = &["scripted"];
+        const OPENAI: &[&str] = &["openai"];
+        const BOTH: &[&str] = &["local", "openai"];
+        type KeyUse<'a> = (&'a str, Option<Range<usize>>, &'a [&'a str]);
+        let keys: [KeyUse; 17] = [
+            ("script", m.script.as_ref().map(|v| v.span()), SCRIPTED),
+            (
+                "chunk_chars",
+                m.chunk_chars.as_ref().map(|v| v.span()),
+                SCRIPTED,
+            ),
+            ("path", m.path.as_ref().map(|v| v.span()), LOCAL),
+            ("threads", m.threads.as_ref().map(|v| v.span()), LOCAL),
+            ("top_k", m.top_k.as_ref().map(|v| v.span()), LOCAL),
+            (
+                "repeat_penalty",
+                m.repeat_penalty.as_ref().map(|v| v.span()),
+                LOCAL,
+            ),
+            ("base_url", m.base_url.as_ref().map(|v| v.span()), OPENAI),
+            ("model", m.model.as_ref().map(|v| v.span()), OPENAI),
+            (
+                "api_key_env",
+                m.api_key_env.as_ref().map(|v| v.span()),
+                OPENAI,
+            ),
+            ("timeout", m.timeout.as_ref().map(|v| v.span()), OPENAI),
+            (
+                "max_retries",
+                m.max_retries.as_ref().map(|v| v.span()),
+                OPENAI,
+            ),
+            ("stream", m.stream.as_ref().map(|v| v.span()), OPENAI),
+            (
+                "context_length",
+                m.context_length.as_ref().map(|v| v.span()),
+                BOTH,
+            ),
+            (
+                "temperature",
+                m.temperature.as_ref().map(|v| v.span()),
+                BOTH,
+            ),
+            ("top_p", m.top_p.as_ref().map(|v| v.span()), BOTH),
+            ("seed", m.seed.as_ref().map(|v| v.span()), BOTH),
+            ("max_tokens", m.max_tokens.as_ref().map(|v| v.span()), BOTH),
+        ];
+        if PROVIDERS.contains(&provider.as_str()) {
+            for (field, present, allowed) in keys {
+                if let Some(sp) = present.filter(|_| !allowed.contains(&provider.as_str())) {
+                    let which: Vec<String> = allowed.iter().map(|p| format!("\"{p}\"")).collect();
+                    self.error(
+                        Some(sp),
+                        k(field),
+                        format!(
+                            "applies to provider{} {} only (this model uses \"{provider}\")",
+                            if which.len() > 1 { "s" } else { "" },
+                            which.join(" and ")
+                        ),
+                    );
+                }
+            }
+            if m.stop.is_some() && provider == "scripted" {
+                self.error(
+                    Some(span.clone()),
+                    k("stop"),
+                    "applies to providers \"local\" and \"openai\" only (this model uses \"scripted\")",
                 );
             }
+        }
+        let float = |this: &mut Self, v: &Option<Spanned<f64>>, field: &str, min: f64, max: f64| {
+            let v = v.as_ref()?;
+            let x = *v.get_ref();
+            if !(min..=max).contains(&x) {
+                this.error(
+                    Some(v.span()),
+                    k(field),
+                    format!("must be between {min} and {max}"),
+                );
+                return None;
+            }
+            Some(x as f32)
         };
         match provider.as_str() {
             "scripted" => {
-                only(
-                    self,
-                    m.path.is_some(),
-                    "path",
-                    m.path.as_ref().map(|v| v.span()),
-                    "local",
-                );
-                only(
-                    self,
-                    m.context_length.is_some(),
-                    "context_length",
-                    None,
-                    "local",
-                );
-                only(self, m.threads.is_some(), "threads", None, "local");
-                for (present, field) in [
-                    (m.temperature.is_some(), "temperature"),
-                    (m.top_p.is_some(), "top_p"),
-                    (m.top_k.is_some(), "top_k"),
-                    (m.repeat_penalty.is_some(), "repeat_penalty"),
-                    (m.seed.is_some(), "seed"),
-                    (m.max_tokens.is_some(), "max_tokens"),
-                    (m.stop.is_some(), "stop"),
-                ] {
-                    only(self, present, field, None, "local");
-                }
                 let script = match &m.script {
                     Some(s) => self.path(s.get_ref()),
                     None => {
@@ -609,69 +669,23 @@ impl Resolver<'_> {
                 }
             }
             "local" => {
-                only(
-                    self,
-                    m.script.is_some(),
-                    "script",
-                    m.script.as_ref().map(|v| v.span()),
-                    "scripted",
-                );
-                only(
-                    self,
-                    m.chunk_chars.is_some(),
-                    "chunk_chars",
-                    None,
-                    "scripted",
-                );
                 let defaults = default_local();
-                let float = |this: &mut Self,
-                             v: &Option<Spanned<f64>>,
-                             field: &str,
-                             min: f64,
-                             max: f64,
-                             default: f32| {
-                    let Some(v) = v else { return default };
-                    let x = *v.get_ref();
-                    if !(min..=max).contains(&x) {
-                        this.error(
-                            Some(v.span()),
-                            k(field),
-                            format!("must be between {min} and {max}"),
-                        );
-                        return default;
-                    }
-                    x as f32
-                };
+                let d = &defaults.sampling;
                 let sampling = Sampling {
-                    temperature: float(
-                        self,
-                        &m.temperature,
-                        "temperature",
-                        0.0,
-                        2.0,
-                        defaults.sampling.temperature,
-                    ),
-                    top_p: float(self, &m.top_p, "top_p", 0.0, 1.0, defaults.sampling.top_p),
-                    top_k: self.positive(
-                        m.top_k.as_ref(),
-                        &k("top_k"),
-                        0,
-                        defaults.sampling.top_k as u32,
-                    ) as i32,
-                    repeat_penalty: float(
-                        self,
-                        &m.repeat_penalty,
-                        "repeat_penalty",
-                        0.5,
-                        2.0,
-                        defaults.sampling.repeat_penalty,
-                    ),
-                    seed: self.positive(m.seed.as_ref(), &k("seed"), 0, defaults.sampling.seed),
+                    temperature: float(self, &m.temperature, "temperature", 0.0, 2.0)
+                        .unwrap_or(d.temperature),
+                    top_p: float(self, &m.top_p, "top_p", 0.0, 1.0).unwrap_or(d.top_p),
+                    top_k: self
+                        .positive(m.top_k.as_ref(), &k("top_k"), 0, d.top_k.max(0) as u32)
+                        .min(i32::MAX as u32) as i32,
+                    repeat_penalty: float(self, &m.repeat_penalty, "repeat_penalty", 0.5, 2.0)
+                        .unwrap_or(d.repeat_penalty),
+                    seed: self.positive(m.seed.as_ref(), &k("seed"), 0, d.seed),
                     max_tokens: self.positive(
                         m.max_tokens.as_ref(),
                         &k("max_tokens"),
                         1,
-                        defaults.sampling.max_tokens,
+                        d.max_tokens,
                     ),
                     stop: m.stop.clone().unwrap_or_default(),
                 };
@@ -689,12 +703,103 @@ impl Resolver<'_> {
                     sampling,
                 })
             }
+            "openai" => {
+                let base_url = match &m.base_url {
+                    Some(u) => {
+                        let url = u.get_ref().trim().to_string();
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            self.error(
+                                Some(u.span()),
+                                k("base_url"),
+                                format!("`{url}` is not an http:// or https:// URL"),
+                            );
+                        }
+                        url
+                    }
+                    None => {
+                        self.error(
+                            Some(span.clone()),
+                            k("base_url"),
+                            "the openai provider needs the server's API root, e.g. `base_url = \"http://127.0.0.1:8080/v1\"`",
+                        );
+                        String::new()
+                    }
+                };
+                let model = match &m.model {
+                    Some(name) if !name.get_ref().trim().is_empty() => {
+                        name.get_ref().trim().to_string()
+                    }
+                    Some(name) => {
+                        self.error(Some(name.span()), k("model"), "must not be empty");
+                        String::new()
+                    }
+                    None => {
+                        self.error(
+                            Some(span.clone()),
+                            k("model"),
+                            "the openai provider needs the model name the server knows, e.g. `model = \"gpt-4o-mini\"`",
+                        );
+                        String::new()
+                    }
+                };
+                if let Some(var) = m
+                    .api_key_env
+                    .as_ref()
+                    .filter(|v| v.get_ref().trim().is_empty())
+                {
+                    self.error(
+                        Some(var.span()),
+                        k("api_key_env"),
+                        "must name an environment variable",
+                    );
+                }
+                ModelConfig::OpenAi(OpenAiSettings {
+                    base_url,
+                    model,
+                    api_key_env: m
+                        .api_key_env
+                        .as_ref()
+                        .map(|v| v.get_ref().trim().to_string()),
+                    context_length: m
+                        .context_length
+                        .as_ref()
+                        .map(|c| self.positive(Some(c), &k("context_length"), 256, 0)),
+                    timeout: self.duration(
+                        m.timeout.as_ref(),
+                        &k("timeout"),
+                        openai::DEFAULT_TIMEOUT,
+                    ),
+                    max_retries: self.positive(
+                        m.max_retries.as_ref(),
+                        &k("max_retries"),
+                        0,
+                        openai::DEFAULT_MAX_RETRIES,
+                    ),
+                    stream: m.stream.as_ref().map(|s| *s.get_ref()).unwrap_or(true),
+                    temperature: float(self, &m.temperature, "temperature", 0.0, 2.0),
+                    top_p: float(self, &m.top_p, "top_p", 0.0, 1.0),
+                    max_tokens: m
+                        .max_tokens
+                        .as_ref()
+                        .map(|n| self.positive(Some(n), &k("max_tokens"), 1, 0)),
+                    seed: m
+                        .seed
+                        .as_ref()
+                        .map(|n| self.positive(Some(n), &k("seed"), 0, 0)),
+                    stop: m.stop.clone().unwrap_or_default(),
+                })
+            }
             other => {
                 self.error(
                     Some(m.provider.span()),
                     k("provider"),
                     format!(
-                        "unknown provider `{other}`; this build offers \"local\" and \"scripted\""
+                        "unknown provider `{other}`; this build offers {}",
+                        PROVIDERS
+                            .iter()
+                            .map(|p| format!("\"{p}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 ModelConfig::Local(default_local())
@@ -931,7 +1036,12 @@ mod tests {
     fn unknown_provider_lists_the_available_ones() {
         let err = parse("[model]\nprovider = \"gpt\"\n").expect_err("bad provider");
         assert_eq!(err.0[0].key, "model.provider");
-        assert!(err.0[0].message.contains("\"local\" and \"scripted\""));
+        assert!(
+            err.0[0]
+                .message
+                .contains("\"local\", \"openai\", \"scripted\""),
+            "{err}"
+        );
         assert_eq!(err.0[0].line, Some(2));
     }
 

@@ -58,6 +58,18 @@ pub struct RawModel {
     pub max_tokens: Option<Spanned<i64>>,
     /// Stop strings.
     pub stop: Option<Vec<String>>,
+    /// `openai`: the API root.
+    pub base_url: Option<Spanned<String>>,
+    /// `openai`: the model name the server knows.
+    pub model: Option<Spanned<String>>,
+    /// `openai`: environment variable with the API key.
+    pub api_key_env: Option<Spanned<String>>,
+    /// `openai`: time to wait for the server.
+    pub timeout: Option<Spanned<String>>,
+    /// `openai`: retries on 429, 5xx and connection errors.
+    pub max_retries: Option<Spanned<i64>>,
+    /// `openai`: stream the reply.
+    pub stream: Option<Spanned<bool>>,
 }
 
 /// One `[[analyzer]]` table.

@@ -207,8 +207,23 @@ impl ModelProvider for LocalModel {
     }
 
     fn call(&self, request: ModelRequest) -> BoxFuture<'static, Result<ModelReply, ModelError>> {
+        let grammar = match &request.json_schema {
+            Some(schema) => match llama_cpp_2::json_schema_to_grammar(&schema.to_string()) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    let message = format!("the JSON schema cannot be turned into a grammar: {e}");
+                    return Box::pin(async move {
+                        Err(ModelError {
+                            provider: "local".to_string(),
+                            message,
+                        })
+                    });
+                }
+            },
+            None => None,
+        };
         let options = CallOptions {
-            grammar: request.json_grammar.clone(),
+            grammar,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
         };

@@ -4,6 +4,7 @@
 //! request's channel and returns the final [`ModelReply`]: text, tool calls, or both.
 
 pub mod local;
+pub mod openai;
 pub mod scripted;
 
 use std::future::Future;
@@ -161,8 +162,10 @@ pub struct ModelRequest {
     pub max_tokens: Option<u32>,
     /// Sampling temperature (provider default when `None`).
     pub temperature: Option<f32>,
-    /// A GBNF grammar the output must follow (structured output).
-    pub json_grammar: Option<String>,
+    /// A JSON schema the output must follow (structured output): the local provider
+    /// constrains decoding with a grammar derived from it, `openai` sends it as
+    /// `response_format`.
+    pub json_schema: Option<serde_json::Value>,
 }
 
 impl ModelRequest {
@@ -178,7 +181,7 @@ impl ModelRequest {
             chunks,
             max_tokens: None,
             temperature: None,
-            json_grammar: None,
+            json_schema: None,
         }
     }
 }
@@ -260,6 +263,7 @@ impl Models {
                     ));
                     Arc::new(m)
                 }
+                ModelConfig::OpenAi(settings) => Arc::new(openai::OpenAiModel::new(settings)?),
             };
             loaded.push((model.clone(), provider.clone()));
             named.insert(name.clone(), provider);
