@@ -1,6 +1,7 @@
 //! The `murmur` command line.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,13 +75,30 @@ enum PluginsCommand {
     },
 }
 
+/// OpenMP threads that spin while waiting collapse llama.cpp's throughput on a shared
+/// machine; waiting passively costs nothing measurable when the machine is idle. The OpenMP
+/// runtime reads `OMP_WAIT_POLICY` when it is loaded, before `main`, so setting the variable
+/// here would be too late: unless the user set it, the process runs itself again with it.
+fn passive_openmp() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    // `exec` returns only when it failed; then go on with the default policy.
+    let error = command.args(args).env("OMP_WAIT_POLICY", "PASSIVE").exec();
+    eprintln!("murmur: cannot restart with OMP_WAIT_POLICY=PASSIVE ({error}); going on without");
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    // OpenMP threads that spin while waiting collapse llama.cpp's throughput on a shared
-    // machine; waiting passively costs nothing measurable when the machine is idle.
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
-        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
-    }
+    passive_openmp();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
@@ -149,6 +167,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let model = models.chat.clone();
+    let tools_enabled = config.tools.iter().filter(|t| t.enabled).count();
+    if model.name() == "local" && tools_enabled > 0 {
+        eprintln!(
+            "murmur: warning: the local model does not call tools; the {tools_enabled} [[tool]] table(s) take effect with the openai and scripted providers"
+        );
+    }
     let catalog = Catalog::load(&config)?;
     for r in &catalog.rejected {
         eprintln!(
@@ -191,6 +215,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_steps: config.max_steps,
         steering: config.steering,
         placement: config.instructions_placement,
+        compaction: config.context.clone(),
     };
     let failed_turns = tokio.block_on(async {
         let mut builder = Runtime::builder(settings, model)

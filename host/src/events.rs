@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use murmur_plugin_api::{Hook, Role};
 use serde::Serialize;
 
-use crate::model::{ModelInput, ToolCall};
+use crate::model::{ModelInput, ToolCall, Usage};
+use crate::session::compaction::Compaction;
 use crate::session::queue::Lane;
 
 /// One event of one session.
@@ -77,6 +78,22 @@ pub enum EventKind {
         turn: u64,
         step: u32,
         messages: usize,
+    },
+    /// The model answered a step; `usage` counts its tokens (`prompt_evaluated` < `prompt_tokens`
+    /// when the KV cache held the rest).
+    ModelReplied {
+        turn: u64,
+        step: u32,
+        usage: Usage,
+        tool_calls: usize,
+    },
+    /// The input of a step did not fit the model's context window: the oldest turns were
+    /// summarised or dropped (the details say which, and whose injections went with them).
+    ContextCompacted {
+        turn: u64,
+        step: u32,
+        #[serde(flatten)]
+        details: Compaction,
     },
     /// The model called a tool.
     ToolCalled {
@@ -341,6 +358,21 @@ impl Observer for TracingLog {
             } => {
                 tracing::error!(session = s, turn, ?outcome, "turn failed: {error}")
             }
+            EventKind::ContextCompacted {
+                turn,
+                step,
+                details,
+            } => tracing::info!(
+                session = s,
+                turn,
+                step,
+                strategy = details.strategy.as_str(),
+                turns = details.turns,
+                tokens_before = details.tokens_before,
+                tokens_after = details.tokens_after,
+                fallback = details.fallback.as_deref().unwrap_or(""),
+                "context compacted"
+            ),
             EventKind::Error { message } => tracing::error!(session = s, "{message}"),
             _ => tracing::trace!(session = s, event = ?e.kind),
         }
@@ -370,6 +402,14 @@ pub struct Stats {
     pub stale: AtomicU64,
     /// Injections refused.
     pub rejected: AtomicU64,
+    /// Context compactions.
+    pub compactions: AtomicU64,
+    /// Prompt tokens of all chat model calls.
+    pub prompt_tokens: AtomicU64,
+    /// Of those, tokens the model evaluated (the rest came from its cache).
+    pub prompt_evaluated: AtomicU64,
+    /// Tokens the chat model generated.
+    pub completion_tokens: AtomicU64,
 }
 
 impl Stats {
@@ -387,6 +427,10 @@ impl Stats {
             ("superseded", get(&self.superseded)),
             ("stale", get(&self.stale)),
             ("rejected", get(&self.rejected)),
+            ("compactions", get(&self.compactions)),
+            ("prompt_tokens", get(&self.prompt_tokens)),
+            ("prompt_evaluated", get(&self.prompt_evaluated)),
+            ("completion_tokens", get(&self.completion_tokens)),
         ]
     }
 }
@@ -412,6 +456,15 @@ impl Observer for Stats {
             EventKind::InjectionSuperseded { .. } => bump(&self.superseded),
             EventKind::InjectionStale { .. } => bump(&self.stale),
             EventKind::InjectionRejected { .. } => bump(&self.rejected),
+            EventKind::ContextCompacted { .. } => bump(&self.compactions),
+            EventKind::ModelReplied { usage, .. } => {
+                let add = |c: &AtomicU64, n: u64| {
+                    c.fetch_add(n, Ordering::Relaxed);
+                };
+                add(&self.prompt_tokens, usage.prompt_tokens);
+                add(&self.prompt_evaluated, usage.prompt_evaluated);
+                add(&self.completion_tokens, usage.completion_tokens);
+            }
             _ => {}
         }
     }

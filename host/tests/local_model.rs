@@ -36,6 +36,7 @@ fn settings() -> LocalSettings {
         // One thread: the test harness runs tests side by side on a small machine.
         threads: 1,
         sampling: Sampling::default(),
+        kv_cache_reuse: true,
     }
 }
 

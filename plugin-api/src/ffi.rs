@@ -115,7 +115,7 @@ impl ErrorCode {
 
 /// Message roles on the wire: 0 system, 1 user, 2 assistant, 3 tool.
 pub type FfiRole = u8;
-/// Message origins on the wire: 0 user, 1 assistant, 2 tool, 3 injection.
+/// Message origins on the wire: 0 user, 1 assistant, 2 tool, 3 injection, 4 summary.
 pub type FfiOrigin = u8;
 /// Hook codes on the wire: 0 chat_start, 1 turn_start, 2 step, 3 turn_complete, 4 chat_end.
 pub type FfiHook = u8;

@@ -130,6 +130,8 @@ pub enum Origin {
     Tool,
     /// Injected by an analyzer.
     Injection,
+    /// Written by the host when it compacted the context: a summary of older turns.
+    Summary,
 }
 
 impl Origin {
@@ -140,6 +142,7 @@ impl Origin {
             Origin::Assistant => "assistant",
             Origin::Tool => "tool",
             Origin::Injection => "injection",
+            Origin::Summary => "summary",
         }
     }
 
@@ -150,6 +153,7 @@ impl Origin {
             Origin::Assistant => 1,
             Origin::Tool => 2,
             Origin::Injection => 3,
+            Origin::Summary => 4,
         }
     }
 
@@ -160,6 +164,7 @@ impl Origin {
             Origin::Assistant,
             Origin::Tool,
             Origin::Injection,
+            Origin::Summary,
         ]
         .into_iter()
         .find(|o| o.code() == code)

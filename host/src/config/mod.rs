@@ -19,8 +19,9 @@ use toml::Spanned;
 
 use crate::model::local::{LocalSettings, Sampling};
 use crate::model::openai::{self, OpenAiSettings};
+use crate::session::compaction::{CompactionSettings, Strategy};
 
-use raw::{RawAnalyzer, RawConfig, RawModel, RawTool};
+use raw::{RawAnalyzer, RawConfig, RawContext, RawModel, RawTool};
 
 /// Default `system_prompt`.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -46,6 +47,7 @@ pub fn default_local() -> LocalSettings {
         context_length: None,
         threads,
         sampling: Sampling::default(),
+        kv_cache_reuse: true,
     }
 }
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub analyzers: Vec<AnalyzerConfig>,
     /// `[[tool]]` tables, in file order.
     pub tools: Vec<ToolConfig>,
+    /// `[context]`: what to do when a step's input does not fit the context window.
+    pub context: CompactionSettings,
 }
 
 /// SPEC S6.
@@ -395,6 +399,7 @@ impl Resolver<'_> {
                 }
             },
         };
+        let context = self.context(raw.context.as_ref());
         let (models, chat_model) = self.models(raw.model, raw.models);
         let analyzers: Vec<AnalyzerConfig> = raw
             .analyzers
@@ -444,6 +449,43 @@ impl Resolver<'_> {
             chat_model,
             analyzers,
             tools,
+            context,
+        }
+    }
+
+    fn context(&mut self, raw: Option<&RawContext>) -> CompactionSettings {
+        let d = CompactionSettings::default();
+        let Some(raw) = raw else { return d };
+        let strategy = match raw.compaction.as_ref() {
+            None => d.strategy,
+            Some(v) => match v.get_ref().as_str() {
+                "summarize" => Strategy::Summarize,
+                "drop_oldest" => Strategy::DropOldest,
+                "off" => Strategy::Off,
+                other => {
+                    self.error(
+                        Some(v.span()),
+                        "context.compaction",
+                        format!(
+                            "unknown compaction `{other}`; expected \"summarize\", \"drop_oldest\" or \"off\""
+                        ),
+                    );
+                    d.strategy
+                }
+            },
+        };
+        CompactionSettings {
+            strategy,
+            reserve_tokens: raw
+                .reserve_tokens
+                .as_ref()
+                .map(|v| self.positive(Some(v), "context.reserve_tokens", 1, 0)),
+            summary_max_tokens: self.positive(
+                raw.summary_max_tokens.as_ref(),
+                "context.summary_max_tokens",
+                16,
+                d.summary_max_tokens,
+            ),
         }
     }
 
@@ -565,7 +607,7 @@ impl Resolver<'_> {
         const OPENAI: &[&str] = &["openai"];
         const BOTH: &[&str] = &["local", "openai"];
         type KeyUse<'a> = (&'a str, Option<Range<usize>>, &'a [&'a str]);
-        let keys: [KeyUse; 17] = [
+        let keys: [KeyUse; 18] = [
             ("script", m.script.as_ref().map(|v| v.span()), SCRIPTED),
             (
                 "chunk_chars",
@@ -574,6 +616,11 @@ impl Resolver<'_> {
             ),
             ("path", m.path.as_ref().map(|v| v.span()), LOCAL),
             ("threads", m.threads.as_ref().map(|v| v.span()), LOCAL),
+            (
+                "kv_cache_reuse",
+                m.kv_cache_reuse.as_ref().map(|v| v.span()),
+                LOCAL,
+            ),
             ("top_k", m.top_k.as_ref().map(|v| v.span()), LOCAL),
             (
                 "repeat_penalty",
@@ -701,6 +748,7 @@ impl Resolver<'_> {
                         .map(|c| self.positive(Some(c), &k("context_length"), 256, 2048)),
                     threads: self.positive(m.threads.as_ref(), &k("threads"), 1, defaults.threads),
                     sampling,
+                    kv_cache_reuse: m.kv_cache_reuse.as_ref().is_none_or(|v| *v.get_ref()),
                 })
             }
             "openai" => {

@@ -27,6 +27,17 @@ pub struct RawConfig {
     pub analyzers: Vec<Spanned<RawAnalyzer>>,
     #[serde(default, rename = "tool")]
     pub tools: Vec<Spanned<RawTool>>,
+    /// `[context]`: compaction.
+    pub context: Option<RawContext>,
+}
+
+/// `[context]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContext {
+    pub compaction: Option<Spanned<String>>,
+    pub reserve_tokens: Option<Spanned<i64>>,
+    pub summary_max_tokens: Option<Spanned<i64>>,
 }
 
 /// `[model]` or `[models.NAME]`.
@@ -44,6 +55,8 @@ pub struct RawModel {
     pub context_length: Option<Spanned<i64>>,
     /// `local`: CPU threads.
     pub threads: Option<Spanned<i64>>,
+    /// `local`: reuse the KV cache across calls.
+    pub kv_cache_reuse: Option<Spanned<bool>>,
     /// Sampling temperature (0 = greedy).
     pub temperature: Option<Spanned<f64>>,
     /// Nucleus sampling mass.

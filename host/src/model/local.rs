@@ -73,6 +73,9 @@ pub struct LocalSettings {
     pub threads: u32,
     /// Default sampling.
     pub sampling: Sampling,
+    /// Keep the KV cache of the previous call and evaluate only what follows the common
+    /// prefix (on by default; off only to measure what reuse saves).
+    pub kv_cache_reuse: bool,
 }
 
 /// The command that fetches the default model.
@@ -103,6 +106,15 @@ pub struct CallOptions {
     pub grammar: Option<String>,
 }
 
+/// What the worker thread does: generate, or count the tokens of an input.
+enum Work {
+    Generate(Job),
+    Count {
+        input: Arc<ModelInput>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
 struct Job {
     input: Arc<ModelInput>,
     options: CallOptions,
@@ -125,8 +137,9 @@ pub struct ModelInfo {
 /// A loaded local model. Cheap to share; calls are queued to its worker thread.
 #[derive(Debug)]
 pub struct LocalModel {
-    jobs: std_mpsc::Sender<Job>,
+    jobs: std_mpsc::Sender<Work>,
     info: ModelInfo,
+    max_tokens: u32,
 }
 
 impl LocalModel {
@@ -142,8 +155,9 @@ impl LocalModel {
                 settings.path.display()
             )));
         }
-        let (jobs, receiver) = std_mpsc::channel::<Job>();
+        let (jobs, receiver) = std_mpsc::channel::<Work>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<ModelInfo, String>>();
+        let max_tokens = settings.sampling.max_tokens;
         let settings = settings.clone();
         std::thread::Builder::new()
             .name("murmur-local-model".into())
@@ -153,7 +167,11 @@ impl LocalModel {
             .recv()
             .map_err(|_| error("the model thread ended while loading".into()))?
             .map_err(error)?;
-        Ok(LocalModel { jobs, info })
+        Ok(LocalModel {
+            jobs,
+            info,
+            max_tokens,
+        })
     }
 
     /// Facts about the model.
@@ -169,13 +187,13 @@ impl LocalModel {
     ) -> BoxFuture<'static, Result<ModelReply, ModelError>> {
         let (reply, rx) = oneshot::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let sent = self.jobs.send(Job {
+        let sent = self.jobs.send(Work::Generate(Job {
             input: request.input,
             options,
             chunks: request.chunks,
             cancel: cancel.clone(),
             reply,
-        });
+        }));
         Box::pin(async move {
             let error = |message: String| ModelError {
                 provider: "local".to_string(),
@@ -233,11 +251,33 @@ impl ModelProvider for LocalModel {
     fn context_length(&self) -> Option<u32> {
         Some(self.info.context_length)
     }
+
+    fn max_reply_tokens(&self) -> Option<u32> {
+        Some(self.max_tokens)
+    }
+
+    /// Exact: the input through the model's chat template and tokenizer.
+    fn count_tokens(&self, input: Arc<ModelInput>) -> BoxFuture<'static, Result<u64, ModelError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.jobs.send(Work::Count { input, reply });
+        Box::pin(async move {
+            let error = |message: String| ModelError {
+                provider: "local".to_string(),
+                message,
+            };
+            if sent.is_err() {
+                return Err(error("the model thread has stopped".into()));
+            }
+            rx.await
+                .map_err(|_| error("the model thread ended during the call".into()))?
+                .map_err(error)
+        })
+    }
 }
 
 fn worker(
     settings: LocalSettings,
-    jobs: std_mpsc::Receiver<Job>,
+    jobs: std_mpsc::Receiver<Work>,
     ready: std_mpsc::Sender<Result<ModelInfo, String>>,
 ) {
     let loaded = (|| -> Result<(&'static LlamaBackend, LlamaModel), String> {
@@ -300,10 +340,19 @@ fn worker(
         cached: Vec::new(),
         n_ctx,
         sampling: settings.sampling,
+        kv_cache_reuse: settings.kv_cache_reuse,
     };
-    while let Ok(job) = jobs.recv() {
-        let result = engine.generate(&mut ctx, &job);
-        let _ = job.reply.send(result);
+    while let Ok(work) = jobs.recv() {
+        match work {
+            Work::Generate(job) => {
+                let result = engine.generate(&mut ctx, &job);
+                let _ = job.reply.send(result);
+            }
+            Work::Count { input, reply } => {
+                let result = engine.prompt_tokens(&input).map(|t| t.len() as u64);
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -314,6 +363,7 @@ struct Engine<'m> {
     cached: Vec<LlamaToken>,
     n_ctx: u32,
     sampling: Sampling,
+    kv_cache_reuse: bool,
 }
 
 /// The chat messages of a model input, in the roles chat templates know.
@@ -388,12 +438,15 @@ impl Engine<'_> {
         }
         // Reuse the KV cache for the unchanged prefix; always evaluate at least one token so
         // there are logits to sample from.
-        let mut common = self
-            .cached
-            .iter()
-            .zip(&tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let mut common = if self.kv_cache_reuse {
+            self.cached
+                .iter()
+                .zip(&tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+        } else {
+            0
+        };
         if common == tokens.len() {
             common = common.saturating_sub(1);
         }

@@ -75,6 +75,11 @@ impl ContextMessage {
         }
     }
 
+    /// A summary of older turns, written by context compaction.
+    pub fn summary(content: impl Into<String>) -> Self {
+        Self::plain(Role::System, Origin::Summary, content)
+    }
+
     /// An injected message.
     pub fn injection(role: Role, content: impl Into<String>, analyzer: impl Into<String>) -> Self {
         ContextMessage {
@@ -204,10 +209,38 @@ pub trait ModelProvider: Send + Sync + 'static {
     /// Performs one model call. Dropping the future aborts it (stop, S36).
     fn call(&self, request: ModelRequest) -> BoxFuture<'static, Result<ModelReply, ModelError>>;
 
-    /// The model's context length in tokens, when known.
+    /// The model's context length in tokens, when known. Context compaction needs it.
     fn context_length(&self) -> Option<u32> {
         None
     }
+
+    /// The most tokens one reply may take by default, when known (room kept free in the
+    /// context window for the answer).
+    fn max_reply_tokens(&self) -> Option<u32> {
+        None
+    }
+
+    /// How many tokens this input takes in the model's context. The default is an estimate
+    /// ([`estimate_tokens`]); a provider with the model's tokenizer counts exactly.
+    fn count_tokens(&self, input: Arc<ModelInput>) -> BoxFuture<'static, Result<u64, ModelError>> {
+        let n = estimate_tokens(&input);
+        Box::pin(async move { Ok(n) })
+    }
+}
+
+/// A cautious token estimate for models whose tokenizer Murmur does not have: one token per
+/// three bytes of text (English averages about four) plus a few per message for the chat
+/// format. It errs on the high side, so compaction starts a little early rather than late.
+pub fn estimate_tokens(input: &ModelInput) -> u64 {
+    let text = |s: &str| (s.len() as u64).div_ceil(3);
+    let mut n = text(&input.instructions) + 4;
+    for m in &input.messages {
+        n += 4 + text(&m.content);
+        for c in &m.tool_calls {
+            n += 4 + text(&c.name) + text(&c.arguments.to_string());
+        }
+    }
+    n
 }
 
 /// Every configured model, built once per process and shared by all sessions and analyzers.

@@ -15,8 +15,9 @@ use tokio::time::Instant;
 
 use crate::analyzer::{AnalyzerView, CancelFlag, RunError, RunRequest};
 use crate::events::{EventKind, RunOutcome};
-use crate::model::{ContextMessage, ModelError, ModelReply, ModelRequest, ToolCall};
+use crate::model::{ContextMessage, ModelError, ModelInput, ModelReply, ModelRequest, ToolCall};
 use crate::runtime::Shared;
+use crate::session::compaction::{self, Compaction};
 use crate::session::machine::{Action, TurnEnd, TurnMachine};
 use crate::session::queue::Provenance;
 use crate::session::runs::{RunStart, RunTracker};
@@ -148,7 +149,7 @@ enum Ended {
 enum Wake {
     Command(Option<Command>),
     Chunk(String),
-    Model(Result<Result<ModelReply, ModelError>, JoinError>),
+    Model(Result<ModelOutcome, JoinError>),
     Tools(Result<Vec<Result<String, String>>, JoinError>),
     Run(RunDone),
     Timer,
@@ -163,7 +164,7 @@ struct Actor {
     rx: mpsc::UnboundedReceiver<Command>,
     done_tx: mpsc::UnboundedSender<RunDone>,
     done_rx: mpsc::UnboundedReceiver<RunDone>,
-    model_task: Option<JoinHandle<Result<ModelReply, ModelError>>>,
+    model_task: Option<JoinHandle<ModelOutcome>>,
     chunks: Option<mpsc::UnboundedReceiver<String>>,
     partial: String,
     tools_task: Option<JoinHandle<Vec<Result<String, String>>>>,
@@ -278,8 +279,14 @@ impl Actor {
         self.partial.push_str(&chunk);
     }
 
-    fn model_done(&mut self, result: Result<Result<ModelReply, ModelError>, JoinError>) {
+    fn model_done(&mut self, result: Result<ModelOutcome, JoinError>) {
         self.model_task = None;
+        let result = result.map(|outcome| {
+            if let Some(c) = &outcome.compaction {
+                self.machine.compacted(c);
+            }
+            outcome.reply
+        });
         if let Some(mut chunks) = self.chunks.take() {
             while let Ok(c) = chunks.try_recv() {
                 self.chunk(c);
@@ -360,18 +367,15 @@ impl Actor {
         for action in actions {
             match action {
                 Action::CallModel(input) => {
-                    for o in &self.shared.observers {
-                        o.model_input(&input);
-                    }
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let call = self.shared.model.call(ModelRequest::new(
-                        input,
-                        self.shared.tool_specs.clone(),
-                        tx,
-                    ));
                     self.partial.clear();
                     self.chunks = Some(rx);
-                    self.model_task = Some(tokio::spawn(call));
+                    self.model_task = Some(tokio::spawn(call_model(
+                        self.shared.clone(),
+                        self.id.clone(),
+                        input,
+                        tx,
+                    )));
                 }
                 Action::CallTools { calls, .. } => {
                     self.tools_task = Some(tokio::spawn(call_tools(
@@ -551,6 +555,50 @@ impl Actor {
             self.shared.emit(&self.id, kind);
         }
     }
+}
+
+/// What a model call task returns: the compaction its input needed, if any (applied to the
+/// history whatever the call's outcome), and the reply.
+struct ModelOutcome {
+    compaction: Option<Compaction>,
+    reply: Result<ModelReply, ModelError>,
+}
+
+/// One step's model call: fit the input to the context window, record it (S40), call.
+async fn call_model(
+    shared: Arc<Shared>,
+    session: Arc<str>,
+    input: Arc<ModelInput>,
+    chunks: mpsc::UnboundedSender<String>,
+) -> ModelOutcome {
+    let (input, compaction) =
+        match compaction::fit(&*shared.model, &shared.settings.compaction, input).await {
+            Ok(fitted) => fitted,
+            Err(e) => {
+                return ModelOutcome {
+                    compaction: None,
+                    reply: Err(e),
+                }
+            }
+        };
+    if let Some(c) = &compaction {
+        shared.emit(
+            &session,
+            EventKind::ContextCompacted {
+                turn: input.turn,
+                step: input.step,
+                details: c.clone(),
+            },
+        );
+    }
+    for o in &shared.observers {
+        o.model_input(&input);
+    }
+    let reply = shared
+        .model
+        .call(ModelRequest::new(input, shared.tool_specs.clone(), chunks))
+        .await;
+    ModelOutcome { compaction, reply }
 }
 
 async fn call_tools(

@@ -110,6 +110,7 @@ fn harness(replies: &str, analyzers: Vec<AnalyzerEntry>) -> Harness {
         max_steps: 5,
         steering: true,
         placement: InstructionsPlacement::System,
+        compaction: Default::default(),
     };
     let runtime = Runtime::builder(settings, Arc::new(model))
         .analyzers(analyzers)

@@ -13,6 +13,7 @@ use murmur_plugin_api::{Hook, Injection, Origin, Role};
 use crate::config::InstructionsPlacement;
 use crate::events::{Boundary, EventKind, TurnOutcome};
 use crate::model::{ContextMessage, ModelInput, ModelReply, ToolCall};
+use crate::session::compaction::{Compaction, CompactionSettings};
 use crate::session::queue::{InjectQueue, Lane, Provenance, Queued};
 
 /// The parts of the config a session's turn loop needs.
@@ -26,6 +27,8 @@ pub struct SessionSettings {
     pub steering: bool,
     /// S6.
     pub placement: InstructionsPlacement,
+    /// What to do when a step's input does not fit the model's context window.
+    pub compaction: CompactionSettings,
 }
 
 /// What the driver must do next.
@@ -374,11 +377,26 @@ impl TurnMachine {
         })
     }
 
+    /// The input of the current step was compacted before the model call: the first
+    /// `removed` history messages give way to the summary, if any. The history only grows at
+    /// its end while the model runs, so the prefix is the one the compaction saw.
+    pub fn compacted(&mut self, compaction: &Compaction) {
+        let removed = compaction.removed.min(self.history.len());
+        let replacement = compaction.replacement();
+        self.history.splice(..removed, replacement);
+    }
+
     /// The model answered the current step.
     pub fn model_replied(&mut self, reply: ModelReply) -> Vec<Action> {
         let Some(r) = self.running.as_mut().filter(|r| r.phase == Phase::Model) else {
             return Vec::new();
         };
+        self.events.push(EventKind::ModelReplied {
+            turn: r.turn,
+            step: r.step,
+            usage: reply.usage,
+            tool_calls: reply.tool_calls.len(),
+        });
         if reply.tool_calls.is_empty() {
             self.history
                 .push(ContextMessage::assistant(reply.text.clone(), Vec::new()));

@@ -9,6 +9,7 @@ fn settings(steering: bool, placement: InstructionsPlacement) -> Arc<SessionSett
         max_steps: 3,
         steering,
         placement,
+        compaction: Default::default(),
     })
 }
 

@@ -1,6 +1,7 @@
-//! One conversation: the pure turn logic ([`machine`], [`queue`], [`runs`]) and the tokio
-//! actor that drives it ([`driver`]).
+//! One conversation: the pure turn logic ([`machine`], [`queue`], [`runs`]), context
+//! compaction ([`compaction`]) and the tokio actor that drives it ([`driver`]).
 
+pub mod compaction;
 pub mod driver;
 pub mod machine;
 pub mod queue;

@@ -1,0 +1,601 @@
+//! The `local` provider against the bare engine: the same `llama-cpp-2` binding driven by a
+//! minimal loop, the same GGUF file, prompt, threads and context size, measured side by side
+//! in one process, round after round (docs/performance.md explains the method).
+//!
+//! ```text
+//! cargo bench -p murmur --bench local_model
+//! cargo bench -p murmur --bench local_model -- --rounds 9 --tokens 128 --threads 2
+//! ```
+//!
+//! Options (each also read from the environment variable shown; flags win):
+//!
+//! - `--rounds N` (`MURMUR_BENCH_ROUNDS`, default 5): measured rounds;
+//! - `--tokens N` (`MURMUR_BENCH_TOKENS`, default 128): tokens generated per round;
+//! - `--threads N` (`MURMUR_BENCH_THREADS`, default 2): CPU threads of both engines;
+//! - `--warmup N` (`MURMUR_BENCH_WARMUP`, default 1): unreported rounds first;
+//! - `--repeat-penalty X` (`MURMUR_BENCH_REPEAT_PENALTY`, default 1 = off), applied to both;
+//! - `--only bare|provider`: run one engine alone (for its own peak memory);
+//! - `MURMUR_MODEL`: the `.gguf` file (default `models/SmolLM2-135M-Instruct.Q4_1.gguf`).
+//!
+//! Unless `OMP_WAIT_POLICY` is already set, the benchmark runs itself again with
+//! `OMP_WAIT_POLICY=PASSIVE`: llama.cpp's OpenMP runtime reads the variable when the program
+//! starts, so setting it from `main` would be too late.
+
+use std::ffi::OsString;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use murmur::model::local::{
+    chat_messages, CallOptions, LocalModel, LocalSettings, Sampling, FETCH_HINT,
+};
+use murmur::model::{ContextMessage, ModelInput, ModelRequest, ToolSpec};
+
+/// Same cap as the provider applies when `context_length` is not configured.
+const MAX_DEFAULT_CONTEXT: u32 = 8192;
+/// Same batch size as the provider.
+const BATCH: u32 = 512;
+
+const INSTRUCTIONS: &str = "You are a patient writing assistant. You answer in plain prose, \
+without lists or headings, and you always finish the story you are asked to continue.";
+
+const STORY: &str = "Continue this story for several paragraphs.\n\n\
+The lighthouse on Carrow Point had been automated for eleven years when Mara Quill arrived \
+with two suitcases, a crate of books and a letter from the harbour authority that nobody in \
+the village seemed to have read. The letter said that the lamp had failed three times that \
+winter, that the automatic fog signal sounded at random hours, and that the authority wished \
+to have a keeper on the point again until the engineers could explain why. Mara had kept \
+lights before, on colder coasts, and she did not believe in explanations that arrived by \
+post. On her first night she climbed the hundred and twelve steps with a paraffin lamp, \
+wound the old clockwork that still turned the lens in an emergency, and sat on the gallery \
+with her coat buttoned to the chin, watching the beam sweep across the water. At a quarter \
+past two the light went out. The clockwork stopped with a sound like a held breath, the fog \
+signal began to moan although the night was perfectly clear, and far out beyond the reef, \
+where no boat had any business to be, a small green light answered three times and was \
+gone. Mara wrote the time in her notebook, relit the lamp by hand, and waited for morning.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    Both,
+    Bare,
+    Provider,
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    model: PathBuf,
+    rounds: usize,
+    warmup: usize,
+    tokens: u32,
+    threads: u32,
+    repeat_penalty: f32,
+    only: Only,
+}
+
+/// One generation, timed the same way for both engines (wall clock): the prompt phase runs
+/// from the call to the first generated token being available as text, the generation phase
+/// from the first to the last generated token.
+#[derive(Debug, Clone)]
+struct Run {
+    prompt_tokens: usize,
+    prompt_time: Duration,
+    generated: usize,
+    generation_time: Duration,
+    text: String,
+}
+
+impl Run {
+    fn prompt_rate(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_time.as_secs_f64()
+    }
+
+    /// Tokens after the first, over the time between the first and the last.
+    fn generation_rate(&self) -> f64 {
+        let secs = self.generation_time.as_secs_f64();
+        if self.generated < 2 || secs <= 0.0 {
+            return f64::NAN;
+        }
+        (self.generated - 1) as f64 / secs
+    }
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        return rerun_with_passive_wait();
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("local_model bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rerun_with_passive_wait() -> ExitCode {
+    let status = std::env::current_exe().and_then(|exe| {
+        Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("OMP_WAIT_POLICY", "PASSIVE")
+            .status()
+    });
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("local_model bench: cannot run again with OMP_WAIT_POLICY=PASSIVE: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let options = parse_options(std::env::args_os().skip(1))?;
+    if !options.model.is_file() {
+        bail!(
+            "model file {} not found; {FETCH_HINT} (or set MURMUR_MODEL)",
+            options.model.display()
+        );
+    }
+    println!("model            {}", options.model.display());
+    println!(
+        "threads {}, {} tokens per round, {} rounds after {} warm-up, repeat penalty {}, \
+         OMP_WAIT_POLICY={}",
+        options.threads,
+        options.tokens,
+        options.rounds,
+        options.warmup,
+        options.repeat_penalty,
+        std::env::var("OMP_WAIT_POLICY").unwrap_or_default()
+    );
+    println!("rss at start     {}", memory_line());
+    let threads = i32::try_from(options.threads).context("too many threads")?;
+
+    // llama-cpp-2 allows one live `LlamaBackend` per process and the provider keeps its own
+    // private. The handle is only a proof of initialisation (`llama_backend_free` frees the
+    // quantisation tables, nothing a loaded model or context uses), so the bare engine is
+    // set up first and its handle released before the provider initialises the backend.
+    let backend = if options.only == Only::Provider {
+        None
+    } else {
+        let mut backend = LlamaBackend::init().context("cannot start llama.cpp")?;
+        backend.void_logs();
+        Some(backend)
+    };
+    let bare_model = match &backend {
+        Some(backend) => {
+            let started = Instant::now();
+            let model =
+                LlamaModel::load_from_file(backend, &options.model, &LlamaModelParams::default())
+                    .with_context(|| format!("cannot load {}", options.model.display()))?;
+            Some((model, started.elapsed()))
+        }
+        None => None,
+    };
+    let mut bare = match (&backend, &bare_model) {
+        (Some(backend), Some((model, load))) => {
+            let started = Instant::now();
+            let n_ctx = model.n_ctx_train().clamp(256, MAX_DEFAULT_CONTEXT);
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(n_ctx))
+                .with_n_batch(BATCH)
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads);
+            let ctx = model
+                .new_context(backend, params)
+                .context("cannot create a llama.cpp context")?;
+            let template = model
+                .chat_template(None)
+                .context("the model has no chat template")?;
+            println!(
+                "bare load        {:.3} s model + {:.3} s context ({n_ctx} tokens of context); rss {}",
+                load.as_secs_f64(),
+                started.elapsed().as_secs_f64(),
+                memory_line()
+            );
+            Some(BareEngine {
+                model,
+                ctx,
+                template,
+                repeat_penalty: options.repeat_penalty,
+            })
+        }
+        _ => None,
+    };
+    drop(backend);
+
+    let provider = if options.only == Only::Bare {
+        None
+    } else {
+        let started = Instant::now();
+        let model = LocalModel::load(&LocalSettings {
+            path: options.model.clone(),
+            context_length: None,
+            threads: options.threads,
+            sampling: Sampling {
+                temperature: 0.0,
+                repeat_penalty: options.repeat_penalty,
+                max_tokens: options.tokens,
+                ..Sampling::default()
+            },
+            // Each round's input starts differently (below), so nothing but the template's
+            // first tokens is reused, as for a new conversation.
+            kv_cache_reuse: true,
+        })
+        .context("the local provider cannot load the model")?;
+        println!(
+            "provider load    {:.3} s model + context + worker ({} tokens of context); rss {}",
+            started.elapsed().as_secs_f64(),
+            model.info().context_length,
+            memory_line()
+        );
+        if let Some(bare) = &bare {
+            if bare.ctx.n_ctx() != model.info().context_length {
+                bail!(
+                    "context lengths differ: bare {} tokens, provider {}",
+                    bare.ctx.n_ctx(),
+                    model.info().context_length
+                );
+            }
+        }
+        Some(model)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("cannot start the tokio runtime")?;
+
+    let mut bare_runs = Vec::new();
+    let mut provider_runs = Vec::new();
+    println!();
+    println!(
+        "{:<8} {:<9} {:>7} {:>9} {:>10} {:>7} {:>9} {:>10}",
+        "round", "engine", "prompt", "prompt s", "prompt t/s", "gen", "gen s", "gen t/s"
+    );
+    for round in 0..options.warmup + options.rounds {
+        let warm = round < options.warmup;
+        // A different first line every round: the provider keeps its KV cache between calls
+        // and would otherwise skip the whole prompt from the second round on.
+        let input = Arc::new(ModelInput {
+            session: format!("bench-{round}"),
+            turn: 1,
+            step: 1,
+            instructions: format!("Session {round}. {INSTRUCTIONS}"),
+            messages: vec![ContextMessage::user(STORY)],
+        });
+        let label = if warm {
+            "warm-up".to_string()
+        } else {
+            (round - options.warmup + 1).to_string()
+        };
+        // Alternate which engine goes first, so slow drift of the machine affects both.
+        let bare_first = round % 2 == 0;
+        let mut results: Vec<(&str, Run)> = Vec::new();
+        for turn in 0..2 {
+            let use_bare = (turn == 0) == bare_first;
+            if use_bare {
+                if let Some(bare) = bare.as_mut() {
+                    results.push(("bare", bare.generate(&input, options.tokens)?));
+                }
+            } else if let Some(provider) = &provider {
+                results.push((
+                    "provider",
+                    provider_generate(&runtime, provider, &input, options.tokens)?,
+                ));
+            }
+        }
+        if let [(_, a), (_, b)] = results.as_slice() {
+            if a.text != b.text {
+                println!("         note: the two engines wrote different text this round");
+            }
+        }
+        for (engine, run) in results {
+            print_run(&label, engine, &run);
+            if !warm {
+                if engine == "bare" {
+                    bare_runs.push(run);
+                } else {
+                    provider_runs.push(run);
+                }
+            }
+        }
+    }
+
+    println!();
+    summarise("bare", &bare_runs);
+    summarise("provider", &provider_runs);
+    if !bare_runs.is_empty() && !provider_runs.is_empty() {
+        let ratio = |f: fn(&Run) -> f64| {
+            let of_medians = median(provider_runs.iter().map(f)) / median(bare_runs.iter().map(f));
+            let paired = median(
+                provider_runs
+                    .iter()
+                    .zip(&bare_runs)
+                    .map(|(p, b)| f(p) / f(b)),
+            );
+            (of_medians, paired)
+        };
+        let (prompt_m, prompt_p) = ratio(Run::prompt_rate);
+        let (gen_m, gen_p) = ratio(Run::generation_rate);
+        println!();
+        println!(
+            "provider/bare    prompt {:.1}% (ratio of medians; median of per-round ratios {:.1}%)",
+            prompt_m * 100.0,
+            prompt_p * 100.0
+        );
+        println!(
+            "provider/bare    generation {:.1}% (ratio of medians; median of per-round ratios {:.1}%)",
+            gen_m * 100.0,
+            gen_p * 100.0
+        );
+    }
+    println!("memory at end    {}", memory_line());
+    Ok(())
+}
+
+/// The minimal loop: template, tokenize, decode the prompt in one batch, then sample and
+/// decode one token at a time, exactly the work the provider does for a fresh prompt.
+struct BareEngine<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    template: LlamaChatTemplate,
+    repeat_penalty: f32,
+}
+
+impl BareEngine<'_> {
+    fn generate(&mut self, input: &ModelInput, max_tokens: u32) -> anyhow::Result<Run> {
+        self.ctx.clear_kv_cache();
+        let started = Instant::now();
+        let messages = chat_messages(input)
+            .into_iter()
+            .map(|(role, content)| LlamaChatMessage::new(role, content))
+            .collect::<Result<Vec<_>, _>>()
+            .context("message cannot be passed to the model")?;
+        let prompt = self
+            .model
+            .apply_chat_template(&self.template, &messages, true)
+            .context("cannot apply the chat template")?;
+        let vocab = self.model.vocab();
+        let tokens = vocab.tokenize(prompt.as_bytes(), true, true);
+        if tokens.len() > self.ctx.n_batch() as usize {
+            bail!(
+                "the prompt is {} tokens, more than one batch of {}",
+                tokens.len(),
+                self.ctx.n_batch()
+            );
+        }
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        let last = tokens.len() - 1;
+        for (i, token) in tokens.iter().enumerate() {
+            batch.add(*token, i32::try_from(i)?, &[0], i == last)?;
+        }
+        self.ctx
+            .decode(&mut batch)
+            .context("llama.cpp could not evaluate the prompt")?;
+
+        let mut chain = Vec::new();
+        if (self.repeat_penalty - 1.0).abs() > f32::EPSILON {
+            // The provider's penalty window.
+            chain.push(LlamaSampler::penalties(
+                self.model.n_vocab(),
+                64,
+                self.repeat_penalty,
+                0.0,
+                0.0,
+            ));
+        }
+        chain.push(LlamaSampler::greedy());
+        let mut sampler = LlamaSampler::chain_simple(chain);
+        let mut bytes = Vec::new();
+        let mut first = None;
+        let mut last_token_at = started;
+        let mut generated = 0usize;
+        let mut pos = i32::try_from(tokens.len())?;
+        let mut one = LlamaBatch::new(1, 1);
+        while generated < max_tokens as usize {
+            let token = sampler.sample(&self.ctx, -1);
+            if vocab.is_eog(token) {
+                break;
+            }
+            generated += 1;
+            bytes.extend(vocab.token_to_piece(token, false, None));
+            last_token_at = Instant::now();
+            first.get_or_insert(last_token_at);
+            // Like the provider, decode every sampled token, the last one included.
+            one.clear();
+            one.add(token, pos, &[0], true)?;
+            self.ctx
+                .decode(&mut one)
+                .context("llama.cpp could not evaluate a generated token")?;
+            pos += 1;
+        }
+        let first = first.ok_or_else(|| anyhow!("the model generated no token"))?;
+        Ok(Run {
+            prompt_tokens: tokens.len(),
+            prompt_time: first - started,
+            generated,
+            generation_time: last_token_at - first,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+}
+
+/// One call to the provider, timed from the call to the chunks as a consumer receives them.
+fn provider_generate(
+    runtime: &tokio::runtime::Runtime,
+    provider: &LocalModel,
+    input: &Arc<ModelInput>,
+    max_tokens: u32,
+) -> anyhow::Result<Run> {
+    let (chunks, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let tools: Arc<[ToolSpec]> = Arc::new([]);
+    let request = ModelRequest::new(input.clone(), tools, chunks);
+    let options = CallOptions {
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        grammar: None,
+    };
+    let started = Instant::now();
+    let call = provider.call_with(request, options);
+    let (reply, stamps) = runtime.block_on(async {
+        let collect = async {
+            let mut stamps = Vec::with_capacity(max_tokens as usize);
+            while received.recv().await.is_some() {
+                stamps.push(Instant::now());
+            }
+            stamps
+        };
+        tokio::join!(call, collect)
+    });
+    let reply = reply.context("the provider call failed")?;
+    let (Some(first), Some(last)) = (stamps.first(), stamps.last()) else {
+        bail!("the provider streamed no text");
+    };
+    if stamps.len() as u64 != reply.usage.completion_tokens {
+        println!(
+            "         note: {} chunks for {} tokens; rates count tokens",
+            stamps.len(),
+            reply.usage.completion_tokens
+        );
+    }
+    Ok(Run {
+        prompt_tokens: usize::try_from(reply.usage.prompt_evaluated)?,
+        prompt_time: *first - started,
+        generated: usize::try_from(reply.usage.completion_tokens)?,
+        generation_time: *last - *first,
+        text: reply.text,
+    })
+}
+
+fn print_run(round: &str, engine: &str, run: &Run) {
+    println!(
+        "{:<8} {:<9} {:>7} {:>9.3} {:>10.1} {:>7} {:>9.3} {:>10.1}",
+        round,
+        engine,
+        run.prompt_tokens,
+        run.prompt_time.as_secs_f64(),
+        run.prompt_rate(),
+        run.generated,
+        run.generation_time.as_secs_f64(),
+        run.generation_rate()
+    );
+}
+
+fn summarise(engine: &str, runs: &[Run]) {
+    if runs.is_empty() {
+        return;
+    }
+    println!(
+        "median {:<9} prompt {:>7.1} tok/s   generation {:>6.1} tok/s   ({} rounds)",
+        engine,
+        median(runs.iter().map(Run::prompt_rate)),
+        median(runs.iter().map(Run::generation_rate)),
+        runs.len()
+    );
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+fn parse_options(args: impl Iterator<Item = OsString>) -> anyhow::Result<Options> {
+    let env_num = |name: &str, default: u64| -> anyhow::Result<u64> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}={v} is not a whole number")),
+            Err(_) => Ok(default),
+        }
+    };
+    let mut options = Options {
+        model: std::env::var_os("MURMUR_MODEL").map_or_else(
+            || {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(murmur::model::local::default_model_path())
+            },
+            PathBuf::from,
+        ),
+        rounds: usize::try_from(env_num("MURMUR_BENCH_ROUNDS", 5)?)?,
+        warmup: usize::try_from(env_num("MURMUR_BENCH_WARMUP", 1)?)?,
+        tokens: u32::try_from(env_num("MURMUR_BENCH_TOKENS", 128)?)?,
+        threads: u32::try_from(env_num("MURMUR_BENCH_THREADS", 2)?)?,
+        repeat_penalty: match std::env::var("MURMUR_BENCH_REPEAT_PENALTY") {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .with_context(|| format!("MURMUR_BENCH_REPEAT_PENALTY={v} is not a number"))?,
+            Err(_) => 1.0,
+        },
+        only: Only::Both,
+    };
+    let mut args = args.map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| args.next().ok_or_else(|| anyhow!("{flag} needs a value"));
+        match arg.as_str() {
+            // Passed by `cargo bench` to every bench target.
+            "--bench" => {}
+            "--rounds" => options.rounds = value("--rounds")?.parse().context("--rounds")?,
+            "--warmup" => options.warmup = value("--warmup")?.parse().context("--warmup")?,
+            "--tokens" => options.tokens = value("--tokens")?.parse().context("--tokens")?,
+            "--threads" => options.threads = value("--threads")?.parse().context("--threads")?,
+            "--repeat-penalty" => {
+                options.repeat_penalty = value("--repeat-penalty")?
+                    .parse()
+                    .context("--repeat-penalty")?;
+            }
+            "--only" => {
+                options.only = match value("--only")?.as_str() {
+                    "bare" => Only::Bare,
+                    "provider" => Only::Provider,
+                    other => bail!("--only takes `bare` or `provider`, not `{other}`"),
+                }
+            }
+            other => bail!(
+                "unknown argument `{other}`; options: --rounds N --warmup N --tokens N \
+                 --threads N --repeat-penalty X --only bare|provider"
+            ),
+        }
+    }
+    if options.rounds == 0 || options.tokens < 2 || options.threads == 0 {
+        bail!("--rounds and --threads must be at least 1 and --tokens at least 2");
+    }
+    Ok(options)
+}
+
+fn memory_line() -> String {
+    format!(
+        "{} (peak {})",
+        status_field("VmRSS").unwrap_or_else(|| "?".into()),
+        status_field("VmHWM").unwrap_or_else(|| "?".into())
+    )
+}
+
+/// A field of `/proc/self/status`, e.g. `VmHWM` (peak resident set), as printed there.
+fn status_field(name: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+        Some(rest.trim().to_string())
+    })
+}
