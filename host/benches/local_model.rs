@@ -159,6 +159,7 @@ fn run() -> anyhow::Result<()> {
         std::env::var("OMP_WAIT_POLICY").unwrap_or_default()
     );
     println!("rss at start     {}", memory_line());
+    println!("load average     {}", load_average());
     let threads = i32::try_from(options.threads).context("too many threads")?;
 
     // llama-cpp-2 allows one live `LlamaBackend` per process and the provider keeps its own
@@ -339,6 +340,7 @@ fn run() -> anyhow::Result<()> {
         );
     }
     println!("memory at end    {}", memory_line());
+    println!("load average     {}", load_average());
     Ok(())
 }
 
@@ -581,6 +583,13 @@ fn parse_options(args: impl Iterator<Item = OsString>) -> anyhow::Result<Options
         bail!("--rounds and --threads must be at least 1 and --tokens at least 2");
     }
     Ok(options)
+}
+
+/// `/proc/loadavg`: other work on the machine shows up here.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn memory_line() -> String {

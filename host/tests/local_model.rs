@@ -183,3 +183,84 @@ fn complete_with_a_json_schema_returns_valid_json_twenty_times_out_of_twenty() {
         "usage is counted"
     );
 }
+
+/// Two config tables on the same file that differ only in sampling share one load, and each
+/// call uses its own table's sampling.
+#[tokio::test]
+async fn tables_that_differ_only_in_sampling_share_one_load() {
+    let path = model_path();
+    let text = format!(
+        "model = \"chat\"\n\n[models.chat]\nprovider = \"local\"\npath = {path:?}\nthreads = 1\nmax_tokens = 40\n\n[models.judge]\nprovider = \"local\"\npath = {path:?}\nthreads = 1\nmax_tokens = 3\n"
+    );
+    let config = murmur::config::Config::parse(&text, std::path::Path::new("murmur.toml"))
+        .expect("valid config");
+    let loads = std::sync::Mutex::new(0);
+    let models = Models::build(&config, &|line| {
+        if line.starts_with("loading model") {
+            *loads.lock().expect("not poisoned") += 1;
+        }
+    })
+    .expect("models load");
+    assert_eq!(*loads.lock().expect("not poisoned"), 1, "one load for both");
+    let question = || {
+        input(
+            "You are a helpful assistant.",
+            vec![ContextMessage::user("Tell me about Paris.")],
+        )
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let judge = models.named["judge"]
+        .call(ModelRequest::new(question(), Arc::from(Vec::new()), tx))
+        .await
+        .expect("the judge answers");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let chat = models.named["chat"]
+        .call(ModelRequest::new(question(), Arc::from(Vec::new()), tx))
+        .await
+        .expect("the chat model answers");
+    assert_eq!(judge.usage.completion_tokens, 3, "{judge:?}");
+    assert!(chat.usage.completion_tokens > 3, "{chat:?}");
+    assert_eq!(models.named["judge"].max_reply_tokens(), Some(3));
+    assert_eq!(models.named["chat"].max_reply_tokens(), Some(40));
+}
+
+/// SPEC S6 on the real model: an instructions-lane note placed before the last user message
+/// keeps the cached prefix; the same note appended to the system prompt invalidates it.
+#[tokio::test]
+async fn a_note_before_the_last_user_message_keeps_the_cached_prefix() {
+    let model = LocalModel::load(&settings()).expect("model loads");
+    let system = "You are a helpful assistant. Be brief.";
+    let first = vec![ContextMessage::user(
+        "Tell me three facts about the city of Paris, the capital of France.",
+    )];
+    let (reply, _) = ask(&model, input(system, first.clone())).await;
+    let note = "Keep the next answer to one sentence.";
+    let mut history = first;
+    history.push(ContextMessage::assistant(reply.text, vec![]));
+
+    let mut before_last_user = history.clone();
+    before_last_user.push(ContextMessage::injection(
+        murmur_plugin_api::Role::System,
+        note,
+        "coach",
+    ));
+    before_last_user.push(ContextMessage::user("And Berlin?"));
+    let (kept, _) = ask(&model, input(system, before_last_user)).await;
+
+    // Back to the first exchange's cache state, then the note in the system prompt.
+    let (reply_again, _) = ask(&model, input(system, history[..1].to_vec())).await;
+    let mut in_system = history[..1].to_vec();
+    in_system.push(ContextMessage::assistant(reply_again.text, vec![]));
+    in_system.push(ContextMessage::user("And Berlin?"));
+    let (moved, _) = ask(&model, input(&format!("{system}\n\n{note}"), in_system)).await;
+
+    let (k, m) = (kept.usage, moved.usage);
+    assert!(
+        k.prompt_evaluated * 2 < k.prompt_tokens,
+        "before_last_user evaluates little more than the note and the question: {k:?}"
+    );
+    assert!(
+        m.prompt_evaluated * 10 >= m.prompt_tokens * 9,
+        "a changed system prompt evaluates nearly everything: {m:?}"
+    );
+}

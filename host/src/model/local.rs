@@ -117,6 +117,8 @@ enum Work {
 
 struct Job {
     input: Arc<ModelInput>,
+    /// The sampling of the config table the call came through.
+    sampling: Arc<Sampling>,
     options: CallOptions,
     chunks: mpsc::UnboundedSender<String>,
     cancel: Arc<AtomicBool>,
@@ -139,7 +141,7 @@ pub struct ModelInfo {
 pub struct LocalModel {
     jobs: std_mpsc::Sender<Work>,
     info: ModelInfo,
-    max_tokens: u32,
+    sampling: Arc<Sampling>,
 }
 
 impl LocalModel {
@@ -157,7 +159,7 @@ impl LocalModel {
         }
         let (jobs, receiver) = std_mpsc::channel::<Work>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<ModelInfo, String>>();
-        let max_tokens = settings.sampling.max_tokens;
+        let sampling = Arc::new(settings.sampling.clone());
         let settings = settings.clone();
         std::thread::Builder::new()
             .name("murmur-local-model".into())
@@ -170,8 +172,18 @@ impl LocalModel {
         Ok(LocalModel {
             jobs,
             info,
-            max_tokens,
+            sampling,
         })
+    }
+
+    /// The same loaded model (same weights, worker and KV cache) with other default
+    /// sampling: config tables that differ only in sampling keys share one load.
+    pub fn with_sampling(&self, sampling: Sampling) -> LocalModel {
+        LocalModel {
+            jobs: self.jobs.clone(),
+            info: self.info.clone(),
+            sampling: Arc::new(sampling),
+        }
     }
 
     /// Facts about the model.
@@ -189,6 +201,7 @@ impl LocalModel {
         let cancel = Arc::new(AtomicBool::new(false));
         let sent = self.jobs.send(Work::Generate(Job {
             input: request.input,
+            sampling: self.sampling.clone(),
             options,
             chunks: request.chunks,
             cancel: cancel.clone(),
@@ -253,7 +266,7 @@ impl ModelProvider for LocalModel {
     }
 
     fn max_reply_tokens(&self) -> Option<u32> {
-        Some(self.max_tokens)
+        Some(self.sampling.max_tokens)
     }
 
     /// Exact: the input through the model's chat template and tokenizer.
@@ -339,7 +352,6 @@ fn worker(
         template,
         cached: Vec::new(),
         n_ctx,
-        sampling: settings.sampling,
         kv_cache_reuse: settings.kv_cache_reuse,
     };
     while let Ok(work) = jobs.recv() {
@@ -362,7 +374,6 @@ struct Engine<'m> {
     /// Tokens in the KV cache of sequence 0, in order.
     cached: Vec<LlamaToken>,
     n_ctx: u32,
-    sampling: Sampling,
     kv_cache_reuse: bool,
 }
 
@@ -426,7 +437,7 @@ impl Engine<'_> {
         let max_tokens = job
             .options
             .max_tokens
-            .unwrap_or(self.sampling.max_tokens)
+            .unwrap_or(job.sampling.max_tokens)
             .max(1);
         let needed = tokens.len() + max_tokens as usize;
         if needed > self.n_ctx as usize {
@@ -481,19 +492,14 @@ impl Engine<'_> {
         }
         let prompt_evaluated = new.len();
 
-        let temperature = job.options.temperature.unwrap_or(self.sampling.temperature);
-        let mut sampler = self.sampler(temperature, job.options.grammar.as_deref())?;
+        let temperature = job.options.temperature.unwrap_or(job.sampling.temperature);
+        let mut sampler =
+            self.sampler(&job.sampling, temperature, job.options.grammar.as_deref())?;
         let vocab = self.model.vocab();
         let mut text = String::new();
         let mut pending_bytes: Vec<u8> = Vec::new();
         let mut streamed = 0usize;
-        let holdback = self
-            .sampling
-            .stop
-            .iter()
-            .map(String::len)
-            .max()
-            .unwrap_or(0);
+        let holdback = job.sampling.stop.iter().map(String::len).max().unwrap_or(0);
         let mut generated = 0u32;
         let mut batch = LlamaBatch::new(1, 1);
         let mut stopped_by_string = false;
@@ -515,7 +521,7 @@ impl Engine<'_> {
                 let piece: Vec<u8> = pending_bytes.drain(..valid).collect();
                 text.push_str(&String::from_utf8_lossy(&piece));
             }
-            if let Some(at) = self
+            if let Some(at) = job
                 .sampling
                 .stop
                 .iter()
@@ -566,8 +572,12 @@ impl Engine<'_> {
         })
     }
 
-    fn sampler(&self, temperature: f32, grammar: Option<&str>) -> Result<LlamaSampler, String> {
-        let s = &self.sampling;
+    fn sampler(
+        &self,
+        s: &Sampling,
+        temperature: f32,
+        grammar: Option<&str>,
+    ) -> Result<LlamaSampler, String> {
         let mut chain = Vec::new();
         if let Some(g) = grammar {
             chain.push(

@@ -269,6 +269,8 @@ impl Models {
         let mut named: std::collections::BTreeMap<String, Arc<dyn ModelProvider>> =
             Default::default();
         let mut loaded: Vec<(ModelConfig, Arc<dyn ModelProvider>)> = Vec::new();
+        // Local models by what needs a load of their own; sampling is per table.
+        let mut weights: Vec<(&local::LocalSettings, Arc<local::LocalModel>)> = Vec::new();
         for (name, model) in &config.models {
             if let Some((_, shared)) = loaded.iter().find(|(m, _)| m == model) {
                 named.insert(name.clone(), shared.clone());
@@ -285,6 +287,19 @@ impl Models {
                     },
                 )?),
                 ModelConfig::Local(settings) => {
+                    let same_load = |s: &local::LocalSettings| {
+                        s.path == settings.path
+                            && s.context_length == settings.context_length
+                            && s.threads == settings.threads
+                            && s.kv_cache_reuse == settings.kv_cache_reuse
+                    };
+                    if let Some((_, m)) = weights.iter().find(|(s, _)| same_load(s)) {
+                        let provider: Arc<dyn ModelProvider> =
+                            Arc::new(m.with_sampling(settings.sampling.clone()));
+                        loaded.push((model.clone(), provider.clone()));
+                        named.insert(name.clone(), provider);
+                        continue;
+                    }
                     progress(&format!("loading model {} ...", settings.path.display()));
                     let started = std::time::Instant::now();
                     let m = local::LocalModel::load(settings)?;
@@ -294,7 +309,9 @@ impl Models {
                         m.info().context_length,
                         settings.threads
                     ));
-                    Arc::new(m)
+                    let m = Arc::new(m);
+                    weights.push((settings, m.clone()));
+                    m
                 }
                 ModelConfig::OpenAi(settings) => Arc::new(openai::OpenAiModel::new(settings)?),
             };
