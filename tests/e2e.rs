@@ -948,3 +948,89 @@ fn a_conversation_longer_than_the_context_window_is_compacted_and_goes_on() {
         assert!(!text(ended[4], "reply").trim().is_empty(), "{}", run.dump());
     }
 }
+
+/// The issue's acceptance check for `complete`: an analyzer plugin (a real `.so`) calls the
+/// host's `complete` service with a JSON schema 20 times on the local model and gets 20
+/// answers that follow the schema; the run's token usage is counted (S41).
+#[test]
+fn an_analyzer_gets_valid_json_from_the_local_model_twenty_times_out_of_twenty() {
+    let t = setup("complete-json");
+    t.plugins(&["configurable"]);
+    let replies = [
+        "The capital of France is Paris.",
+        "2 + 2 = 5.",
+        "I don't know.",
+        "The moon is made of cheese.",
+        "Water boils at 100 degrees Celsius at sea level.",
+    ];
+    let listed = replies
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{}. {r}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    t.config(&format!(
+        r#"[model]
+provider = "local"
+path = {path}
+max_tokens = 24
+threads = 1
+
+[[analyzer]]
+name = "judge"
+plugin = "configurable"
+hooks = ["turn_complete"]
+timeout = "250s"
+
+[analyzer.config]
+role = "user"
+text = "{{completion}}"
+complete_tries = 20
+
+[analyzer.config.complete]
+system = "You review short statements. Answer in JSON."
+max_tokens = 60
+temperature = 0.7
+messages = [{{ role = "user", content = "Statements: {listed} Review statement number {{try}} (counting past the end wraps around)." }}]
+
+[analyzer.config.complete.json_schema]
+type = "object"
+required = ["verdict", "reason"]
+additionalProperties = false
+
+[analyzer.config.complete.json_schema.properties.verdict]
+type = "string"
+enum = ["correct", "wrong", "unsure"]
+
+[analyzer.config.complete.json_schema.properties.reason]
+type = "string"
+maxLength = 30
+"#,
+        path = toml_path(&murmur_e2e::model_path())
+    ));
+    t.conversation("Hello!\n");
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+    let runs = run.events_of("analyzer_run");
+    assert_eq!(runs.len(), 1, "{}", run.dump());
+    assert_eq!(text(runs[0], "outcome"), "ok", "{}", run.dump());
+    assert!(num(runs[0], "tokens") > 0, "usage is counted: {}", runs[0]);
+    let enqueued = run.events_of("injection_enqueued");
+    assert_eq!(enqueued.len(), 1, "{}", run.dump());
+    let lines: Vec<&str> = text(enqueued[0], "content").lines().collect();
+    assert_eq!(lines.len(), 20, "{}", text(enqueued[0], "content"));
+    let mut distinct = BTreeSet::new();
+    for line in lines {
+        let answer: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let object = answer.as_object().expect("an object");
+        assert_eq!(object.len(), 2, "{line}");
+        assert!(
+            ["correct", "wrong", "unsure"].contains(&text(&answer, "verdict")),
+            "{line}"
+        );
+        assert!(text(&answer, "reason").chars().count() <= 30, "{line}");
+        distinct.insert(line.to_string());
+    }
+    assert!(distinct.len() > 1, "the tries are not all the same answer");
+}

@@ -82,21 +82,71 @@ struct Options {
     only: Only,
 }
 
-/// One generation, timed the same way for both engines (wall clock): the prompt phase runs
-/// from the call to the first generated token being available as text, the generation phase
-/// from the first to the last generated token.
+/// A point in time: wall clock, and CPU time of the whole process (all threads).
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl Stamp {
+    fn now() -> anyhow::Result<Stamp> {
+        Ok(Stamp {
+            at: Instant::now(),
+            cpu: process_cpu()?,
+        })
+    }
+}
+
+/// One generation, timed the same way for both engines: the prompt phase runs from the call
+/// to the first generated token being available as text, the generation phase from the first
+/// to the last generated token.
 #[derive(Debug, Clone)]
 struct Run {
     prompt_tokens: usize,
     prompt_time: Duration,
+    prompt_cpu: Duration,
     generated: usize,
     generation_time: Duration,
+    generation_cpu: Duration,
     text: String,
 }
 
 impl Run {
+    fn new(
+        prompt_tokens: usize,
+        generated: usize,
+        started: Stamp,
+        first: Stamp,
+        last: Stamp,
+        text: String,
+    ) -> Run {
+        Run {
+            prompt_tokens,
+            prompt_time: first.at - started.at,
+            prompt_cpu: first.cpu.saturating_sub(started.cpu),
+            generated,
+            generation_time: last.at - first.at,
+            generation_cpu: last.cpu.saturating_sub(first.cpu),
+            text,
+        }
+    }
+
     fn prompt_rate(&self) -> f64 {
         self.prompt_tokens as f64 / self.prompt_time.as_secs_f64()
+    }
+
+    /// CPU milliseconds (all threads) per prompt token.
+    fn prompt_cpu_per_token(&self) -> f64 {
+        self.prompt_cpu.as_secs_f64() * 1000.0 / self.prompt_tokens as f64
+    }
+
+    /// CPU milliseconds (all threads) per generated token after the first.
+    fn generation_cpu_per_token(&self) -> f64 {
+        if self.generated < 2 {
+            return f64::NAN;
+        }
+        self.generation_cpu.as_secs_f64() * 1000.0 / (self.generated - 1) as f64
     }
 
     /// Tokens after the first, over the time between the first and the last.
@@ -259,8 +309,17 @@ fn run() -> anyhow::Result<()> {
     let mut provider_runs = Vec::new();
     println!();
     println!(
-        "{:<8} {:<9} {:>7} {:>9} {:>10} {:>7} {:>9} {:>10}",
-        "round", "engine", "prompt", "prompt s", "prompt t/s", "gen", "gen s", "gen t/s"
+        "{:<8} {:<9} {:>7} {:>9} {:>10} {:>9} {:>7} {:>9} {:>10} {:>9}",
+        "round",
+        "engine",
+        "prompt",
+        "prompt s",
+        "prompt t/s",
+        "cpu ms/t",
+        "gen",
+        "gen s",
+        "gen t/s",
+        "cpu ms/t"
     );
     for round in 0..options.warmup + options.rounds {
         let warm = round < options.warmup;
@@ -312,31 +371,77 @@ fn run() -> anyhow::Result<()> {
     }
 
     println!();
-    summarise("bare", &bare_runs);
-    summarise("provider", &provider_runs);
+    println!(
+        "{:<17} {:>12} {:>14} {:>12} {:>14}",
+        "", "prompt tok/s", "prompt cpu ms/t", "gen tok/s", "gen cpu ms/t"
+    );
+    for (name, runs) in [("bare", &bare_runs), ("provider", &provider_runs)] {
+        if runs.is_empty() {
+            continue;
+        }
+        println!(
+            "median {:<10} {:>12.1} {:>14.2} {:>12.1} {:>14.2}",
+            name,
+            median(runs.iter().map(Run::prompt_rate)),
+            median(runs.iter().map(Run::prompt_cpu_per_token)),
+            median(runs.iter().map(Run::generation_rate)),
+            median(runs.iter().map(Run::generation_cpu_per_token)),
+        );
+        println!(
+            "best   {:<10} {:>12.1} {:>14.2} {:>12.1} {:>14.2}",
+            name,
+            best(runs.iter().map(Run::prompt_rate), true),
+            best(runs.iter().map(Run::prompt_cpu_per_token), false),
+            best(runs.iter().map(Run::generation_rate), true),
+            best(runs.iter().map(Run::generation_cpu_per_token), false),
+        );
+    }
     if !bare_runs.is_empty() && !provider_runs.is_empty() {
-        let ratio = |f: fn(&Run) -> f64| {
-            let of_medians = median(provider_runs.iter().map(f)) / median(bare_runs.iter().map(f));
+        // Tokens per second, provider over bare; CPU per token, bare over provider: above
+        // 100% the provider does better either way.
+        let ratio = |f: fn(&Run) -> f64, higher_is_better: bool| {
+            let relative = |p: f64, b: f64| if higher_is_better { p / b } else { b / p };
+            let of_medians = relative(
+                median(provider_runs.iter().map(f)),
+                median(bare_runs.iter().map(f)),
+            );
             let paired = median(
                 provider_runs
                     .iter()
                     .zip(&bare_runs)
-                    .map(|(p, b)| f(p) / f(b)),
+                    .map(|(p, b)| relative(f(p), f(b))),
             );
-            (of_medians, paired)
+            let of_bests = relative(
+                best(provider_runs.iter().map(f), higher_is_better),
+                best(bare_runs.iter().map(f), higher_is_better),
+            );
+            format!(
+                "{:>10.1}% {:>10.1}% {:>10.1}%",
+                of_medians * 100.0,
+                paired * 100.0,
+                of_bests * 100.0
+            )
         };
-        let (prompt_m, prompt_p) = ratio(Run::prompt_rate);
-        let (gen_m, gen_p) = ratio(Run::generation_rate);
         println!();
         println!(
-            "provider/bare    prompt {:.1}% (ratio of medians; median of per-round ratios {:.1}%)",
-            prompt_m * 100.0,
-            prompt_p * 100.0
+            "provider vs bare            {:>11} {:>11} {:>11}   (over 100%: provider better)",
+            "medians", "per round", "bests"
         );
         println!(
-            "provider/bare    generation {:.1}% (ratio of medians; median of per-round ratios {:.1}%)",
-            gen_m * 100.0,
-            gen_p * 100.0
+            "prompt tok/s                {}",
+            ratio(Run::prompt_rate, true)
+        );
+        println!(
+            "generation tok/s            {}",
+            ratio(Run::generation_rate, true)
+        );
+        println!(
+            "prompt cpu per token        {}",
+            ratio(Run::prompt_cpu_per_token, false)
+        );
+        println!(
+            "generation cpu per token    {}",
+            ratio(Run::generation_cpu_per_token, false)
         );
     }
     println!("memory at end    {}", memory_line());
@@ -356,7 +461,7 @@ struct BareEngine<'m> {
 impl BareEngine<'_> {
     fn generate(&mut self, input: &ModelInput, max_tokens: u32) -> anyhow::Result<Run> {
         self.ctx.clear_kv_cache();
-        let started = Instant::now();
+        let started = Stamp::now()?;
         let messages = chat_messages(input)
             .into_iter()
             .map(|(role, content)| LlamaChatMessage::new(role, content))
@@ -399,7 +504,7 @@ impl BareEngine<'_> {
         let mut sampler = LlamaSampler::chain_simple(chain);
         let mut bytes = Vec::new();
         let mut first = None;
-        let mut last_token_at = started;
+        let mut last = started;
         let mut generated = 0usize;
         let mut pos = i32::try_from(tokens.len())?;
         let mut one = LlamaBatch::new(1, 1);
@@ -410,8 +515,8 @@ impl BareEngine<'_> {
             }
             generated += 1;
             bytes.extend(vocab.token_to_piece(token, false, None));
-            last_token_at = Instant::now();
-            first.get_or_insert(last_token_at);
+            last = Stamp::now()?;
+            first.get_or_insert(last);
             // Like the provider, decode every sampled token, the last one included.
             one.clear();
             one.add(token, pos, &[0], true)?;
@@ -421,13 +526,14 @@ impl BareEngine<'_> {
             pos += 1;
         }
         let first = first.ok_or_else(|| anyhow!("the model generated no token"))?;
-        Ok(Run {
-            prompt_tokens: tokens.len(),
-            prompt_time: first - started,
+        Ok(Run::new(
+            tokens.len(),
             generated,
-            generation_time: last_token_at - first,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        })
+            started,
+            first,
+            last,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
     }
 }
 
@@ -446,19 +552,20 @@ fn provider_generate(
         temperature: Some(0.0),
         grammar: None,
     };
-    let started = Instant::now();
+    let started = Stamp::now()?;
     let call = provider.call_with(request, options);
     let (reply, stamps) = runtime.block_on(async {
         let collect = async {
             let mut stamps = Vec::with_capacity(max_tokens as usize);
             while received.recv().await.is_some() {
-                stamps.push(Instant::now());
+                stamps.push(Stamp::now());
             }
             stamps
         };
         tokio::join!(call, collect)
     });
     let reply = reply.context("the provider call failed")?;
+    let stamps = stamps.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let (Some(first), Some(last)) = (stamps.first(), stamps.last()) else {
         bail!("the provider streamed no text");
     };
@@ -469,40 +576,39 @@ fn provider_generate(
             reply.usage.completion_tokens
         );
     }
-    Ok(Run {
-        prompt_tokens: usize::try_from(reply.usage.prompt_evaluated)?,
-        prompt_time: *first - started,
-        generated: usize::try_from(reply.usage.completion_tokens)?,
-        generation_time: *last - *first,
-        text: reply.text,
-    })
+    Ok(Run::new(
+        usize::try_from(reply.usage.prompt_evaluated)?,
+        usize::try_from(reply.usage.completion_tokens)?,
+        started,
+        *first,
+        *last,
+        reply.text,
+    ))
 }
 
 fn print_run(round: &str, engine: &str, run: &Run) {
     println!(
-        "{:<8} {:<9} {:>7} {:>9.3} {:>10.1} {:>7} {:>9.3} {:>10.1}",
+        "{:<8} {:<9} {:>7} {:>9.3} {:>10.1} {:>9.2} {:>7} {:>9.3} {:>10.1} {:>9.2}",
         round,
         engine,
         run.prompt_tokens,
         run.prompt_time.as_secs_f64(),
         run.prompt_rate(),
+        run.prompt_cpu_per_token(),
         run.generated,
         run.generation_time.as_secs_f64(),
-        run.generation_rate()
+        run.generation_rate(),
+        run.generation_cpu_per_token()
     );
 }
 
-fn summarise(engine: &str, runs: &[Run]) {
-    if runs.is_empty() {
-        return;
-    }
-    println!(
-        "median {:<9} prompt {:>7.1} tok/s   generation {:>6.1} tok/s   ({} rounds)",
-        engine,
-        median(runs.iter().map(Run::prompt_rate)),
-        median(runs.iter().map(Run::generation_rate)),
-        runs.len()
-    );
+/// The best value of a series: the highest rate or the lowest cost. On a shared machine
+/// other work only ever slows a round down, so the best round is the least disturbed one.
+fn best(values: impl Iterator<Item = f64>, highest: bool) -> f64 {
+    values
+        .filter(|v| v.is_finite())
+        .reduce(|a, b| if highest { a.max(b) } else { a.min(b) })
+        .unwrap_or(f64::NAN)
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -583,6 +689,27 @@ fn parse_options(args: impl Iterator<Item = OsString>) -> anyhow::Result<Options
         bail!("--rounds and --threads must be at least 1 and --tokens at least 2");
     }
     Ok(options)
+}
+
+/// CPU time (user + system) of the whole process, every thread included, from
+/// `/proc/self/stat` (clock ticks of 10 ms, `USER_HZ` = 100 on Linux).
+fn process_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("cannot read /proc/self/stat")?;
+    // Fields after the command name, which is in parentheses and may contain spaces:
+    // state is field 3, utime 14 and stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc/self/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("short /proc/self/stat")?
+            .parse()
+            .context("unexpected /proc/self/stat")
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// `/proc/loadavg`: other work on the machine shows up here.

@@ -14,12 +14,20 @@
 //! count = 1                        # injections per run
 //! fail = false                     # return an error instead
 //! panic = false                    # panic inside analyze
+//! complete_tries = 1               # with [analyzer.config.complete]: calls per run
+//!
+//! [analyzer.config.complete]       # optional: call the host's `complete` service
+//! system = "Answer in JSON."       # a CompletionRequest (messages, json_schema, ...);
+//! messages = [{ role = "user", content = "... {try} ..." }]   # {try}: 1, 2, ...
 //! ```
+//!
+//! `{completion}` in `text` becomes one line per answer: its JSON, or `error: ...`.
 
 use std::time::{Duration, Instant};
 
 use murmur_plugin_api::{
-    export_plugin, Analyzer, Config, Context, Error, Hook, Host, Injection, Level, Result, Role,
+    export_plugin, Analyzer, CompletionRequest, Config, Context, Error, Hook, Host, Injection,
+    Level, Result, Role,
 };
 use serde::Deserialize;
 
@@ -47,6 +55,11 @@ pub struct Settings {
     /// Name used in `{name}`; defaults to the analyzer export name.
     #[serde(default)]
     pub label: Option<String>,
+    /// Calls the host's `complete` service with this request, `complete_tries` times.
+    #[serde(default)]
+    pub complete: Option<CompletionRequest>,
+    #[serde(default = "one")]
+    pub complete_tries: usize,
 }
 
 fn default_role() -> String {
@@ -111,6 +124,20 @@ impl Analyzer for Configurable {
         host.state_put("runs", &runs.to_string());
         host.log(Level::Debug, &format!("run {runs} for turn {}", ctx.turn()));
         let name = s.label.as_deref().unwrap_or(Self::NAME);
+        let mut completions = Vec::new();
+        if let Some(request) = &s.complete {
+            for attempt in 1..=s.complete_tries {
+                let mut request = request.clone();
+                for m in &mut request.messages {
+                    m.content = m.content.replace("{try}", &attempt.to_string());
+                }
+                completions.push(match host.complete(&request) {
+                    Ok(c) => c.json.map_or(c.text, |j| j.to_string()),
+                    Err(e) => format!("error: {e}"),
+                });
+            }
+        }
+        let completions = completions.join("\n");
         Ok((1..=s.count)
             .map(|i| {
                 let text = s
@@ -121,7 +148,8 @@ impl Analyzer for Configurable {
                     .replace("{hook}", ctx.hook().as_str())
                     .replace("{session}", ctx.session_id())
                     .replace("{i}", &i.to_string())
-                    .replace("{runs}", &runs.to_string());
+                    .replace("{runs}", &runs.to_string())
+                    .replace("{completion}", &completions);
                 let injection = Injection::new(self.role, text);
                 match &s.key {
                     Some(k) => injection.with_key(k.clone()),
