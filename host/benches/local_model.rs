@@ -98,9 +98,11 @@ impl Stamp {
     }
 }
 
-/// One generation, timed the same way for both engines: the prompt phase runs from the call
-/// to the first generated token being available as text, the generation phase from the first
-/// to the last generated token.
+/// One generation, timed the same way for both engines. Wall clock: the prompt phase runs
+/// from the call to the first generated token being available as text, the generation phase
+/// from the first to the last generated token. CPU time is read only at the call, the first
+/// token and the end of the call (reading it costs more than the clock), so the generation
+/// phase's CPU covers every token after the first plus the decode of the last one.
 #[derive(Debug, Clone)]
 struct Run {
     prompt_tokens: usize,
@@ -118,7 +120,8 @@ impl Run {
         generated: usize,
         started: Stamp,
         first: Stamp,
-        last: Stamp,
+        last_token_at: Instant,
+        finished: Stamp,
         text: String,
     ) -> Run {
         Run {
@@ -126,8 +129,8 @@ impl Run {
             prompt_time: first.at - started.at,
             prompt_cpu: first.cpu.saturating_sub(started.cpu),
             generated,
-            generation_time: last.at - first.at,
-            generation_cpu: last.cpu.saturating_sub(first.cpu),
+            generation_time: last_token_at - first.at,
+            generation_cpu: finished.cpu.saturating_sub(first.cpu),
             text,
         }
     }
@@ -141,12 +144,12 @@ impl Run {
         self.prompt_cpu.as_secs_f64() * 1000.0 / self.prompt_tokens as f64
     }
 
-    /// CPU milliseconds (all threads) per generated token after the first.
+    /// CPU milliseconds (all threads) per generated token: one decode and one sampling each.
     fn generation_cpu_per_token(&self) -> f64 {
         if self.generated < 2 {
             return f64::NAN;
         }
-        self.generation_cpu.as_secs_f64() * 1000.0 / (self.generated - 1) as f64
+        self.generation_cpu.as_secs_f64() * 1000.0 / self.generated as f64
     }
 
     /// Tokens after the first, over the time between the first and the last.
@@ -504,7 +507,7 @@ impl BareEngine<'_> {
         let mut sampler = LlamaSampler::chain_simple(chain);
         let mut bytes = Vec::new();
         let mut first = None;
-        let mut last = started;
+        let mut last_token_at = started.at;
         let mut generated = 0usize;
         let mut pos = i32::try_from(tokens.len())?;
         let mut one = LlamaBatch::new(1, 1);
@@ -515,8 +518,13 @@ impl BareEngine<'_> {
             }
             generated += 1;
             bytes.extend(vocab.token_to_piece(token, false, None));
-            last = Stamp::now()?;
-            first.get_or_insert(last);
+            last_token_at = Instant::now();
+            if first.is_none() {
+                first = Some(Stamp {
+                    at: last_token_at,
+                    cpu: process_cpu()?,
+                });
+            }
             // Like the provider, decode every sampled token, the last one included.
             one.clear();
             one.add(token, pos, &[0], true)?;
@@ -525,13 +533,15 @@ impl BareEngine<'_> {
                 .context("llama.cpp could not evaluate a generated token")?;
             pos += 1;
         }
+        let finished = Stamp::now()?;
         let first = first.ok_or_else(|| anyhow!("the model generated no token"))?;
         Ok(Run::new(
             tokens.len(),
             generated,
             started,
             first,
-            last,
+            last_token_at,
+            finished,
             String::from_utf8_lossy(&bytes).into_owned(),
         ))
     }
@@ -554,25 +564,31 @@ fn provider_generate(
     };
     let started = Stamp::now()?;
     let call = provider.call_with(request, options);
-    let (reply, stamps) = runtime.block_on(async {
+    let (reply, (first, last_chunk_at, chunks)) = runtime.block_on(async {
         let collect = async {
-            let mut stamps = Vec::with_capacity(max_tokens as usize);
+            let mut first = None;
+            let mut last_chunk_at = None;
+            let mut chunks = 0u64;
             while received.recv().await.is_some() {
-                stamps.push(Stamp::now());
+                let now = Instant::now();
+                if first.is_none() {
+                    first = Some(process_cpu().map(|cpu| Stamp { at: now, cpu }));
+                }
+                last_chunk_at = Some(now);
+                chunks += 1;
             }
-            stamps
+            (first, last_chunk_at, chunks)
         };
         tokio::join!(call, collect)
     });
+    let finished = Stamp::now()?;
     let reply = reply.context("the provider call failed")?;
-    let stamps = stamps.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    let (Some(first), Some(last)) = (stamps.first(), stamps.last()) else {
+    let (Some(first), Some(last_chunk_at)) = (first, last_chunk_at) else {
         bail!("the provider streamed no text");
     };
-    if stamps.len() as u64 != reply.usage.completion_tokens {
+    if chunks != reply.usage.completion_tokens {
         println!(
-            "         note: {} chunks for {} tokens; rates count tokens",
-            stamps.len(),
+            "         note: {chunks} chunks for {} tokens; rates count tokens",
             reply.usage.completion_tokens
         );
     }
@@ -580,8 +596,9 @@ fn provider_generate(
         usize::try_from(reply.usage.prompt_evaluated)?,
         usize::try_from(reply.usage.completion_tokens)?,
         started,
-        *first,
-        *last,
+        first?,
+        last_chunk_at,
+        finished,
         reply.text,
     ))
 }

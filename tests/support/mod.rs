@@ -97,14 +97,16 @@ pub fn built() -> &'static Path {
     BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(&cargo)
-            .args(["build", "--workspace"])
+            // The profile of `cargo test` itself, so the build shares its artifacts (the
+            // embedded llama.cpp above all) instead of building everything a second time.
+            .args(["build", "--workspace", "--profile", "test"])
             .current_dir(workspace_root())
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} build --workspace: {e}"));
         assert!(
             out.status.success(),
-            "`cargo build --workspace` failed ({}):\n{}",
+            "`cargo build --workspace --profile test` failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
