@@ -208,20 +208,28 @@ impl LocalModel {
             reply,
         }));
         Box::pin(async move {
-            let error = |message: String| ModelError {
-                provider: "local".to_string(),
-                message,
-            };
-            if sent.is_err() {
-                return Err(error("the model thread has stopped".into()));
-            }
             // Dropping this future (a stop request, a timeout) stops generation.
             let _stop = CancelOnDrop(cancel);
-            rx.await
-                .map_err(|_| error("the model thread ended during the call".into()))?
-                .map_err(error)
+            worker_answer(sent.is_ok(), rx).await
         })
     }
+}
+
+/// The worker's answer to a job, with the errors of a worker that is gone.
+async fn worker_answer<T>(
+    sent: bool,
+    rx: oneshot::Receiver<Result<T, String>>,
+) -> Result<T, ModelError> {
+    let error = |message: String| ModelError {
+        provider: "local".to_string(),
+        message,
+    };
+    if !sent {
+        return Err(error("the model thread has stopped".into()));
+    }
+    rx.await
+        .map_err(|_| error("the model thread ended during the call".into()))?
+        .map_err(error)
 }
 
 struct CancelOnDrop(Arc<AtomicBool>);
@@ -272,19 +280,8 @@ impl ModelProvider for LocalModel {
     /// Exact: the input through the model's chat template and tokenizer.
     fn count_tokens(&self, input: Arc<ModelInput>) -> BoxFuture<'static, Result<u64, ModelError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.jobs.send(Work::Count { input, reply });
-        Box::pin(async move {
-            let error = |message: String| ModelError {
-                provider: "local".to_string(),
-                message,
-            };
-            if sent.is_err() {
-                return Err(error("the model thread has stopped".into()));
-            }
-            rx.await
-                .map_err(|_| error("the model thread ended during the call".into()))?
-                .map_err(error)
-        })
+        let sent = self.jobs.send(Work::Count { input, reply }).is_ok();
+        Box::pin(worker_answer(sent, rx))
     }
 }
 
