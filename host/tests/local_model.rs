@@ -12,21 +12,9 @@ use murmur::model::{ContextMessage, ModelInput, ModelProvider, ModelRequest, Mod
 use murmur::services::{CallScope, ServiceHub};
 use murmur_plugin_api::{ChatMessage, CompletionRequest};
 
+/// The default model (`MURMUR_MODEL` overrides it), shared with the end-to-end tests.
 fn model_path() -> PathBuf {
-    let path = std::env::var_os("MURMUR_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("models")
-                .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-model (the README's test command does)",
-        path.display()
-    );
-    path
+    murmur_e2e::model_path()
 }
 
 fn settings() -> LocalSettings {
