@@ -6,7 +6,10 @@ use abi_stable::std_types::{RNone, RSome, RStr};
 use serde::de::DeserializeOwned;
 
 use crate::ffi::{ErrorCode, FfiContext, FfiHostRef, FfiMessage};
-use crate::{Completion, CompletionRequest, Config, Error, ErrorKind, Hook, Origin, Result, Role};
+use crate::{
+    Completion, CompletionRequest, Config, Error, ErrorKind, Hook, Origin, Result, Role, SearchHit,
+    SearchRequest,
+};
 
 /// One model message, borrowed for the duration of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +190,19 @@ impl<'a> Host<'a> {
         let answer = self.call("complete", &request)?;
         serde_json::from_value(answer)
             .map_err(|e| Error::msg(format!("unexpected answer from `complete`: {e}")))
+    }
+
+    /// Searches the knowledge base (`search` capability): up to `k` passages, best first.
+    /// Fails with [`ErrorKind::Unsupported`] when the host has no `[knowledge]` configured.
+    pub fn search(&self, query: &str, k: u32) -> Result<Vec<SearchHit>> {
+        let request = serde_json::to_value(SearchRequest {
+            query: query.to_string(),
+            k,
+        })
+        .map_err(Error::msg)?;
+        let answer = self.call("search", &request)?;
+        serde_json::from_value(answer)
+            .map_err(|e| Error::msg(format!("unexpected answer from `search`: {e}")))
     }
 
     /// Calls a named host service with a JSON request.

@@ -89,7 +89,9 @@ mod types;
 
 pub use context::{Context, Host, Level, Message};
 pub use manifest::{capability, AnalyzerInfo, Manifest, ToolInfo, API_VERSION};
-pub use services::{ChatMessage, Completion, CompletionRequest, TokenUsage};
+pub use services::{
+    ChatMessage, Completion, CompletionRequest, SearchHit, SearchRequest, TokenUsage,
+};
 pub use traits::{Analyzer, Tool};
 pub use types::{Config, Error, ErrorKind, Hook, Injection, Origin, Result, Role};
 

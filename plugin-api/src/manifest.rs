@@ -20,6 +20,8 @@ pub mod capability {
     pub const CANCEL: &str = "cancel";
     /// `Host::complete`: call a model the config names, optionally with a JSON schema.
     pub const COMPLETE: &str = "complete";
+    /// `Host::search`: full-text search over the knowledge base.
+    pub const SEARCH: &str = "search";
 }
 
 /// What a plugin library exports.

@@ -1,4 +1,5 @@
-//! Typed requests and answers of the host services reached through [`crate::Host::call`].
+//! Typed requests and answers of the host services reached through [`crate::Host::call`]:
+//! `complete` (a model call) and `search` (the knowledge base).
 //! They cross the boundary as JSON, so fields can be added without changing the ABI.
 
 use serde::{Deserialize, Serialize};
@@ -75,4 +76,42 @@ pub struct Completion {
     /// Tokens used.
     #[serde(default)]
     pub usage: TokenUsage,
+}
+
+/// A request to the `search` service: full-text (BM25) search over the knowledge base the
+/// config's `[knowledge]` table names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    /// Free text; words are matched after lowercasing and stemming, operators are not
+    /// interpreted.
+    pub query: String,
+    /// Most hits to return, best first.
+    pub k: u32,
+}
+
+/// One passage the `search` service found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// Stable id of the passage: `source#n`, unique in the index.
+    pub id: String,
+    /// The file the passage comes from, relative to the knowledge folder (`handbook.md`).
+    pub source: String,
+    /// The heading path of the section it belongs to (`Limits > Timeouts`), empty when the
+    /// passage comes before the first heading.
+    pub heading: String,
+    /// The passage text.
+    pub text: String,
+    /// BM25 score: higher is better; comparable only between hits of one query.
+    pub score: f32,
+}
+
+impl SearchHit {
+    /// A citation for the passage: `source`, or `source > heading` when it has a heading.
+    pub fn citation(&self) -> String {
+        if self.heading.is_empty() {
+            self.source.clone()
+        } else {
+            format!("{} > {}", self.source, self.heading)
+        }
+    }
 }

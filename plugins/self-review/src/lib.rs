@@ -1,0 +1,1 @@
+//! The `self-review` analyzer.
