@@ -15,6 +15,7 @@ use crate::conversation::{self, Line};
 use crate::events::{
     EventKind, JsonlContent, JsonlWriter, Observer, Stats, TracingLog, TurnOutcome,
 };
+use crate::knowledge::KnowledgeBase;
 use crate::model::Models;
 use crate::plugins::{loader, Catalog};
 use crate::services::ServiceHub;
@@ -39,6 +40,36 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Build the knowledge base's index (`[knowledge]`) now, and print counts and time.
+    Index {
+        /// The config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Rebuild even when the index is up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run one analyzer on a labeled set and print precision, recall and F1 per label.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// The config file; it names the analyzer and its plugin, models and knowledge base.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// Labeled sets (JSON Lines); see docs/eval.md.
+    #[arg(required = true, value_name = "SET.jsonl")]
+    sets: Vec<PathBuf>,
+    /// The `[[analyzer]]` to run; default: each set's file name without `.jsonl`.
+    #[arg(long, short)]
+    analyzer: Option<String>,
+    /// List every label, however many there are.
+    #[arg(long)]
+    per_label: bool,
+    /// How many mistakes to show per set.
+    #[arg(long, default_value_t = 10)]
+    mistakes: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +140,8 @@ pub fn main() -> ExitCode {
         Command::Plugins {
             command: PluginsCommand::Check { file },
         } => Ok(plugins_check(&file)),
+        Command::Index { config, force } => index(&config, force),
+        Command::Eval(args) => eval(args),
     };
     match result {
         Ok(code) => code,
@@ -182,9 +215,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let state = StateStore::default();
-    let instances = catalog.instantiate(&config, &state);
+    let mut instances = catalog.instantiate(&config, &state);
     for e in &instances.errors {
         eprintln!("murmur: warning: {e}; running without it");
+    }
+    let knowledge = open_knowledge(&config, false)?;
+    if let (Some(kb), Some(k)) = (&knowledge, &config.knowledge) {
+        if k.tool {
+            instances.tools.push(crate::knowledge::tool::entry(
+                kb.clone(),
+                k.tool_results,
+                config.tool_timeout,
+            ));
+        }
     }
 
     let mut observers: Vec<Arc<dyn Observer>> =
@@ -222,10 +265,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .analyzers(instances.analyzers)
             .tools(instances.tools)
             .state(state)
-            .services(Arc::new(ServiceHub::new(
-                models.clone(),
-                tokio::runtime::Handle::current(),
-            )));
+            .services(Arc::new(hub(&models, knowledge)));
         for o in observers {
             builder = builder.observer(o);
         }
@@ -275,6 +315,134 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .collect();
     eprintln!("murmur: {}", summary.join(" "));
     Ok(if failed_turns > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The host services over these models and knowledge base, on the current tokio runtime.
+fn hub(models: &Arc<Models>, knowledge: Option<Arc<KnowledgeBase>>) -> ServiceHub {
+    let hub = ServiceHub::new(models.clone(), tokio::runtime::Handle::current());
+    match knowledge {
+        Some(kb) => hub.with_knowledge(kb),
+        None => hub,
+    }
+}
+
+/// Opens the config's knowledge base, building its index first when needed (with progress
+/// lines on stderr). `None` when the config has no `[knowledge]` table.
+fn open_knowledge(config: &Config, force: bool) -> anyhow::Result<Option<Arc<KnowledgeBase>>> {
+    let Some(settings) = &config.knowledge else {
+        return Ok(None);
+    };
+    let (kb, _) = KnowledgeBase::open(settings, force, &|line| eprintln!("murmur: {line}"))
+        .with_context(|| format!("[knowledge] in {}", config.file.display()))?;
+    Ok(Some(Arc::new(kb)))
+}
+
+fn index(config_path: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let Some(settings) = &config.knowledge else {
+        anyhow::bail!(
+            "{}: no [knowledge] table; add one with `path = \"folder of .md and .txt files\"`",
+            config_path.display()
+        );
+    };
+    let (kb, report) = KnowledgeBase::open(settings, force, &|line| eprintln!("murmur: {line}"))
+        .with_context(|| format!("[knowledge] in {}", config_path.display()))?;
+    println!(
+        "{}: {} files, {} passages, {} KB of text, index {} ({}) in {:.2} s",
+        settings.path.display(),
+        report.files,
+        kb.passages(),
+        report.bytes / 1024,
+        kb.index_dir().display(),
+        if report.rebuilt {
+            "built"
+        } else {
+            "up to date"
+        },
+        report.elapsed.as_secs_f64()
+    );
+    for s in &report.skipped {
+        println!("skipped {s}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let mut sets = Vec::new();
+    for path in &args.sets {
+        let name = match &args.analyzer {
+            Some(a) => a.clone(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let cases = crate::eval::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if config.analyzer(&name).is_none() {
+            let known: Vec<&str> = config.analyzers.iter().map(|a| a.name.as_str()).collect();
+            anyhow::bail!(
+                "{}: no [[analyzer]] named `{name}` in {} (configured: {}); pass --analyzer",
+                path.display(),
+                args.config.display(),
+                known.join(", ")
+            );
+        }
+        sets.push((path.clone(), name, cases));
+    }
+    let catalog = Catalog::load(&config)?;
+    let state = StateStore::default();
+    let instances = catalog.instantiate(&config, &state);
+    let models = Arc::new(
+        Models::build(&config, &|line| eprintln!("murmur: {line}"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let knowledge = open_knowledge(&config, false)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut failed = false;
+    for (path, name, cases) in sets {
+        let Some(entry) = instances.analyzers.iter().find(|a| *a.name == *name) else {
+            let why: Vec<String> = instances.errors.iter().map(|e| e.to_string()).collect();
+            anyhow::bail!(
+                "analyzer `{name}` could not be created: {}",
+                if why.is_empty() {
+                    "it is disabled or its plugin is not in plugins_dir".to_string()
+                } else {
+                    why.join("; ")
+                }
+            );
+        };
+        eprintln!(
+            "murmur: eval {} ({} cases) on analyzer `{name}` ({} {})",
+            path.display(),
+            cases.len(),
+            entry.plugin,
+            entry.version
+        );
+        let report = tokio.block_on(async {
+            let hub = Arc::new(hub(&models, knowledge.clone()));
+            crate::eval::run(entry, &cases, Some(hub), &|done, all| {
+                if done % 100 == 0 && done < all {
+                    eprintln!("murmur:   {done}/{all}");
+                }
+            })
+            .await
+        });
+        println!("== {} (analyzer {name})", path.display());
+        let rows = if args.per_label { usize::MAX } else { 40 };
+        print!("{}", crate::eval::render(&report, rows, args.mistakes));
+        println!();
+        failed |= report.mistakes.iter().any(|m| m.error.is_some());
+    }
+    tokio.shutdown_timeout(Duration::from_millis(200));
+    Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -13,6 +13,7 @@
 //!   ([`session::queue`]), run scheduling ([`session::runs`]) and the actor
 //!   ([`session::driver`]);
 //! - [`model`]: the model trait and its providers;
+//! - [`knowledge`]: the full-text index behind the `search` service and tool;
 //! - [`runtime`]: what sessions share, and shutdown;
 //! - [`events`]: the event stream, model-input recording and counters;
 //! - [`cli`]: the `murmur` command.
@@ -23,8 +24,10 @@ pub mod analyzer;
 pub mod cli;
 pub mod config;
 pub mod conversation;
+pub mod eval;
 pub mod events;
 pub mod file_error;
+pub mod knowledge;
 pub mod model;
 pub mod plugins;
 pub mod runtime;

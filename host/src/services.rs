@@ -1,19 +1,24 @@
 //! Host services that need the runtime: `complete` (call a configured model, optionally
-//! with a JSON schema). Plugins reach them through `Host::call`; the bridge forwards here
-//! from the plugin's blocking thread.
+//! with a JSON schema) and `search` (the knowledge base). Plugins reach them through
+//! `Host::call`; the bridge forwards here from the plugin's blocking thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use murmur_plugin_api::{Completion, CompletionRequest, Origin, Role, TokenUsage};
+use murmur_plugin_api::{
+    Completion, CompletionRequest, Origin, Role, SearchHit, SearchRequest, TokenUsage,
+};
 use tokio::runtime::Handle;
 
 use crate::analyzer::CancelFlag;
+use crate::knowledge::KnowledgeBase;
 use crate::model::{ContextMessage, ModelInput, ModelReply, ModelRequest, Models};
 
 /// Capabilities this host offers to plugins.
-pub const HOST_CAPABILITIES: &[&str] = &["log", "state", "cancel", "complete"];
+/// `search` is always offered; without a `[knowledge]` table a call fails with a message
+/// that says so.
+pub const HOST_CAPABILITIES: &[&str] = &["log", "state", "cancel", "complete", "search"];
 
 /// Why a service call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +50,14 @@ pub struct CallScope<'a> {
 pub struct ServiceHub {
     models: Arc<Models>,
     handle: Handle,
+    knowledge: Option<Arc<KnowledgeBase>>,
 }
 
 impl std::fmt::Debug for ServiceHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceHub")
             .field("models", &self.models)
+            .field("knowledge", &self.knowledge)
             .finish_non_exhaustive()
     }
 }
@@ -58,7 +65,17 @@ impl std::fmt::Debug for ServiceHub {
 impl ServiceHub {
     /// A hub over these models, running async work on `handle`.
     pub fn new(models: Arc<Models>, handle: Handle) -> Self {
-        ServiceHub { models, handle }
+        ServiceHub {
+            models,
+            handle,
+            knowledge: None,
+        }
+    }
+
+    /// Offers `search` over this knowledge base.
+    pub fn with_knowledge(mut self, kb: Arc<KnowledgeBase>) -> Self {
+        self.knowledge = Some(kb);
+        self
     }
 
     /// Serves one call by name, from a blocking (non-runtime) thread.
@@ -77,11 +94,29 @@ impl ServiceHub {
                 let answer = self.complete(request, scope)?;
                 serde_json::to_string(&answer).map_err(|e| ServiceError::Failed(e.to_string()))
             }
+            "search" => {
+                let request: SearchRequest = serde_json::from_str(request_json)
+                    .map_err(|e| ServiceError::Failed(format!("invalid `search` request: {e}")))?;
+                let hits = self.search(&request)?;
+                serde_json::to_string(&hits).map_err(|e| ServiceError::Failed(e.to_string()))
+            }
             other => Err(ServiceError::Unsupported(format!(
                 "this host offers no service `{other}` (capabilities: {})",
                 HOST_CAPABILITIES.join(", ")
             ))),
         }
+    }
+
+    /// The `search` service: BM25 over the knowledge base.
+    pub fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>, ServiceError> {
+        let Some(kb) = &self.knowledge else {
+            return Err(ServiceError::Unsupported(
+                "`search` needs a knowledge base: add a `[knowledge]` table with `path` to the config"
+                    .into(),
+            ));
+        };
+        kb.search(&request.query, request.k as usize)
+            .map_err(|e| ServiceError::Failed(e.to_string()))
     }
 
     /// The `complete` service. With a JSON schema, local models decode under a grammar

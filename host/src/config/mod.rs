@@ -17,11 +17,12 @@ use murmur_plugin_api::Hook;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::knowledge::KnowledgeSettings;
 use crate::model::local::{LocalSettings, Sampling};
 use crate::model::openai::{self, OpenAiSettings};
 use crate::session::compaction::{CompactionSettings, Strategy};
 
-use raw::{RawAnalyzer, RawConfig, RawContext, RawModel, RawTool};
+use raw::{RawAnalyzer, RawConfig, RawContext, RawKnowledge, RawModel, RawTool};
 
 /// Default `system_prompt`.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -87,6 +88,8 @@ pub struct Config {
     pub tools: Vec<ToolConfig>,
     /// `[context]`: what to do when a step's input does not fit the context window.
     pub context: CompactionSettings,
+    /// `[knowledge]`: the knowledge base behind the `search` service, if configured.
+    pub knowledge: Option<KnowledgeSettings>,
 }
 
 /// SPEC S6.
@@ -400,6 +403,7 @@ impl Resolver<'_> {
             },
         };
         let context = self.context(raw.context.as_ref());
+        let knowledge = raw.knowledge.as_ref().map(|k| self.knowledge(k));
         let (models, chat_model) = self.models(raw.model, raw.models);
         let analyzers: Vec<AnalyzerConfig> = raw
             .analyzers
@@ -450,6 +454,39 @@ impl Resolver<'_> {
             analyzers,
             tools,
             context,
+            knowledge,
+        }
+    }
+
+    fn knowledge(&mut self, raw: &RawKnowledge) -> KnowledgeSettings {
+        let d = KnowledgeSettings::new(self.path(raw.path.get_ref()), self.path(".murmur/index"));
+        if raw.path.get_ref().trim().is_empty() {
+            self.error(
+                Some(raw.path.span()),
+                "knowledge.path",
+                "must name a folder",
+            );
+        }
+        KnowledgeSettings {
+            index: raw
+                .index
+                .as_ref()
+                .map(|p| self.path(p.get_ref()))
+                .unwrap_or(d.index),
+            max_passage_chars: self.positive(
+                raw.max_passage_chars.as_ref(),
+                "knowledge.max_passage_chars",
+                200,
+                d.max_passage_chars as u32,
+            ) as usize,
+            tool: raw.tool.unwrap_or(d.tool),
+            tool_results: self.positive(
+                raw.tool_results.as_ref(),
+                "knowledge.tool_results",
+                1,
+                d.tool_results,
+            ),
+            ..d
         }
     }
 

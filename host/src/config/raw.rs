@@ -29,6 +29,19 @@ pub struct RawConfig {
     pub tools: Vec<Spanned<RawTool>>,
     /// `[context]`: compaction.
     pub context: Option<RawContext>,
+    /// `[knowledge]`: the folder the `search` service indexes.
+    pub knowledge: Option<RawKnowledge>,
+}
+
+/// `[knowledge]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKnowledge {
+    pub path: Spanned<String>,
+    pub index: Option<Spanned<String>>,
+    pub max_passage_chars: Option<Spanned<i64>>,
+    pub tool: Option<bool>,
+    pub tool_results: Option<Spanned<i64>>,
 }
 
 /// `[context]`.

@@ -1,0 +1,651 @@
+//! The knowledge base: a full-text index (tantivy, BM25) over a folder of Markdown and text
+//! files, behind the `search` host service and the `search_knowledge` tool.
+//!
+//! Files are split into passages by heading and size ([`passages`]); each passage keeps its
+//! file and heading path for citation. The index lives on disk (`[knowledge] index`) with a
+//! manifest of the files it was built from (path, size, modification time, SHA-256). Opening
+//! the knowledge base checks the folder against the manifest: unchanged files cost one
+//! `stat`; a changed modification time costs a hash; a changed hash, a new or a removed file
+//! rebuilds the index. A rebuild writes a new index beside the old one and swaps it in, so an
+//! interrupted build never leaves a half-written index behind.
+
+pub mod passages;
+pub mod tool;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use murmur_plugin_api::SearchHit;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
+use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+pub use passages::Passage;
+
+/// File extensions the knowledge base reads; Markdown is split at headings.
+pub const EXTENSIONS: &[&str] = &["md", "markdown", "txt"];
+
+/// Bumped whenever the index layout or the splitting rules change: older indexes rebuild.
+const FORMAT: u32 = 1;
+const MANIFEST: &str = "murmur-manifest.json";
+const TOKENIZER: &str = "murmur_en";
+/// Most hits one search returns.
+pub const MAX_K: usize = 100;
+
+/// `[knowledge]`: where the documents are and how they are indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnowledgeSettings {
+    /// The folder of Markdown and text files (searched recursively; hidden entries skipped).
+    pub path: PathBuf,
+    /// Where the index is kept.
+    pub index: PathBuf,
+    /// Passages longer than this many characters are split on paragraph boundaries.
+    pub max_passage_chars: usize,
+    /// Whether the chat model gets the `search_knowledge` tool.
+    pub tool: bool,
+    /// Passages the `search_knowledge` tool returns.
+    pub tool_results: u32,
+}
+
+impl KnowledgeSettings {
+    /// Settings with the documented defaults.
+    pub fn new(path: PathBuf, index: PathBuf) -> Self {
+        KnowledgeSettings {
+            path,
+            index,
+            max_passage_chars: 1200,
+            tool: true,
+            tool_results: 3,
+        }
+    }
+}
+
+/// Why the knowledge base could not be opened or searched.
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    /// The folder or a file in it could not be read.
+    #[error("knowledge base: cannot read {path}: {source}")]
+    Read {
+        /// The folder or file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The index could not be written or opened.
+    #[error("knowledge index {path}: {message}")]
+    Index {
+        /// The index folder.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+    /// A search failed.
+    #[error("knowledge search failed: {0}")]
+    Search(String),
+}
+
+/// What opening the knowledge base found and did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildReport {
+    /// Files indexed.
+    pub files: usize,
+    /// Passages in the index.
+    pub passages: usize,
+    /// Bytes of text indexed.
+    pub bytes: u64,
+    /// Whether the index was (re)built now; false when it was up to date.
+    pub rebuilt: bool,
+    /// Why it was rebuilt, or `up to date`.
+    pub reason: String,
+    /// Files skipped (not UTF-8), with the reason.
+    pub skipped: Vec<String>,
+    /// Time spent checking and building.
+    pub elapsed: Duration,
+}
+
+/// One indexed file as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    path: String,
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+/// What the index was built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    folder: PathBuf,
+    max_passage_chars: usize,
+    files: Vec<FileStamp>,
+    passages: usize,
+    bytes: u64,
+    skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    source: Field,
+    heading: Field,
+    text: Field,
+    /// Heading path and text, for matching (a passage's headings name its topic).
+    body: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let indexed = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        source: b.add_text_field("source", STRING | STORED),
+        heading: b.add_text_field("heading", STORED),
+        text: b.add_text_field("text", STORED),
+        body: b.add_text_field("body", indexed),
+    };
+    (b.build(), fields)
+}
+
+/// English words: split on anything but letters and digits, lowercased, common stop words
+/// removed, stemmed (`fares` and `fare` match).
+fn analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop) => builder
+            .filter(stop)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
+}
+
+fn index_error(path: &Path, e: impl std::fmt::Display) -> KnowledgeError {
+    KnowledgeError::Index {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A document to index: where it comes from and its passages.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Path relative to the knowledge folder, with `/` separators.
+    pub source: String,
+    /// Its passages.
+    pub passages: Vec<Passage>,
+}
+
+/// An open knowledge base.
+pub struct KnowledgeBase {
+    index_dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    passages: usize,
+}
+
+impl std::fmt::Debug for KnowledgeBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnowledgeBase")
+            .field("index", &self.index_dir)
+            .field("passages", &self.passages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KnowledgeBase {
+    /// Opens the index for `settings`, building or rebuilding it first when the folder
+    /// changed (or always, with `force`). `progress` receives one line per stage.
+    pub fn open(
+        settings: &KnowledgeSettings,
+        force: bool,
+        progress: &dyn Fn(&str),
+    ) -> Result<(KnowledgeBase, BuildReport), KnowledgeError> {
+        let started = Instant::now();
+        let folder = std::fs::canonicalize(&settings.path).map_err(|e| KnowledgeError::Read {
+            path: settings.path.clone(),
+            source: e,
+        })?;
+        if !folder.is_dir() {
+            return Err(KnowledgeError::Read {
+                path: settings.path.clone(),
+                source: std::io::Error::other("not a folder"),
+            });
+        }
+        let files = scan(&folder)?;
+        let old = read_manifest(&settings.index);
+        let mut verdict = match &old {
+            _ if force => Err("rebuild requested".to_string()),
+            None => Err("no index yet".to_string()),
+            Some(m) => up_to_date(m, &folder, settings.max_passage_chars, &files),
+        };
+        // An index the manifest calls current but that does not open (damaged, or written
+        // by another version) is rebuilt.
+        let mut current = None;
+        if verdict.is_ok() {
+            match KnowledgeBase::open_index(&settings.index) {
+                Ok(kb) => current = Some(kb),
+                Err(e) => verdict = Err(format!("the index does not open: {e}")),
+            }
+        }
+        let (manifest, rebuilt, reason) = match verdict {
+            Ok(fresh) => {
+                if let Some(fresh) = &fresh {
+                    // Only modification times moved: keep the index, remember the new times.
+                    write_manifest(&settings.index, fresh)?;
+                }
+                let m = fresh.or(old).ok_or_else(|| {
+                    index_error(&settings.index, "manifest vanished while reading it")
+                })?;
+                (m, false, "up to date".to_string())
+            }
+            Err(reason) => {
+                progress(&format!(
+                    "indexing {} ({} files; {reason})...",
+                    settings.path.display(),
+                    files.len()
+                ));
+                let m = build(settings, &folder, &files)?;
+                (m, true, reason)
+            }
+        };
+        let kb = match current {
+            Some(kb) => kb,
+            None => KnowledgeBase::open_index(&settings.index)?,
+        };
+        let report = BuildReport {
+            files: manifest.files.len(),
+            passages: manifest.passages,
+            bytes: manifest.bytes,
+            rebuilt,
+            reason,
+            skipped: manifest.skipped,
+            elapsed: started.elapsed(),
+        };
+        if rebuilt {
+            for s in &report.skipped {
+                progress(&format!("skipped {s}"));
+            }
+            progress(&format!(
+                "indexed {} files, {} passages ({} KB) in {:.2} s into {}",
+                report.files,
+                report.passages,
+                report.bytes / 1024,
+                report.elapsed.as_secs_f64(),
+                settings.index.display()
+            ));
+        }
+        Ok((kb, report))
+    }
+
+    /// Opens an existing index folder.
+    pub fn open_index(dir: &Path) -> Result<KnowledgeBase, KnowledgeError> {
+        let index = Index::open_in_dir(dir).map_err(|e| index_error(dir, e))?;
+        index.tokenizers().register(TOKENIZER, analyzer());
+        // The fields as this index has them, by name: an index written by another version
+        // is refused rather than read with the wrong fields.
+        let schema = index.schema();
+        let field = |name: &str| {
+            schema.get_field(name).map_err(|_| {
+                index_error(
+                    dir,
+                    format!("has no field `{name}`; rebuild it with `murmur index --force`"),
+                )
+            })
+        };
+        let fields = Fields {
+            id: field("id")?,
+            source: field("source")?,
+            heading: field("heading")?,
+            text: field("text")?,
+            body: field("body")?,
+        };
+        if schema != self::schema().0 {
+            return Err(index_error(
+                dir,
+                "was written with another layout; rebuild it with `murmur index --force`",
+            ));
+        }
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| index_error(dir, e))?;
+        let passages = usize::try_from(reader.searcher().num_docs()).unwrap_or(usize::MAX);
+        Ok(KnowledgeBase {
+            index_dir: dir.to_path_buf(),
+            index,
+            reader,
+            fields,
+            passages,
+        })
+    }
+
+    /// Writes a new index of these documents into `dir`, which must not exist yet. Used by
+    /// [`KnowledgeBase::open`] and by benchmarks that index generated text.
+    pub fn write_index(
+        dir: &Path,
+        documents: impl IntoIterator<Item = Document>,
+    ) -> Result<usize, KnowledgeError> {
+        std::fs::create_dir_all(dir).map_err(|e| index_error(dir, e))?;
+        let (schema, f) = schema();
+        let index = Index::create_in_dir(dir, schema).map_err(|e| index_error(dir, e))?;
+        index.tokenizers().register(TOKENIZER, analyzer());
+        let mut writer: IndexWriter = index
+            .writer_with_num_threads(1, 64 * 1024 * 1024)
+            .map_err(|e| index_error(dir, e))?;
+        let mut count = 0usize;
+        for d in documents {
+            for (n, p) in d.passages.iter().enumerate() {
+                let body = format!("{}\n{}", p.heading, p.text);
+                writer
+                    .add_document(doc!(
+                        f.id => format!("{}#{}", d.source, n + 1),
+                        f.source => d.source.as_str(),
+                        f.heading => p.heading.as_str(),
+                        f.text => p.text.as_str(),
+                        f.body => body,
+                    ))
+                    .map_err(|e| index_error(dir, e))?;
+                count += 1;
+            }
+        }
+        writer.commit().map_err(|e| index_error(dir, e))?;
+        writer
+            .wait_merging_threads()
+            .map_err(|e| index_error(dir, e))?;
+        Ok(count)
+    }
+
+    /// Passages in the index.
+    pub fn passages(&self) -> usize {
+        self.passages
+    }
+
+    /// The index folder.
+    pub fn index_dir(&self) -> &Path {
+        &self.index_dir
+    }
+
+    /// Up to `k` passages for a free-text query, best first (BM25 over heading and text).
+    /// Words are matched after lowercasing, stop-word removal and stemming; query syntax is
+    /// not interpreted, so any text is a valid query. A query with no searchable word finds
+    /// nothing.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<SearchHit>, KnowledgeError> {
+        let k = k.min(MAX_K);
+        let Some(query) = self.query(query) else {
+            return Ok(Vec::new());
+        };
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(k).order_by_score())
+            .map_err(|e| KnowledgeError::Search(e.to_string()))?;
+        let f = self.fields;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let d: TantivyDocument = searcher
+                .doc(address)
+                .map_err(|e| KnowledgeError::Search(e.to_string()))?;
+            let text = |field: Field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            hits.push(SearchHit {
+                id: text(f.id),
+                source: text(f.source),
+                heading: text(f.heading),
+                text: text(f.text),
+                score,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// The query: every distinct analysed word of the text, any of which may match.
+    fn query(&self, text: &str) -> Option<Box<dyn Query>> {
+        let mut analyzer = self
+            .index
+            .tokenizers()
+            .get(TOKENIZER)
+            .unwrap_or_else(analyzer);
+        let mut stream = analyzer.token_stream(text);
+        let mut words: Vec<String> = Vec::new();
+        while stream.advance() {
+            let w = &stream.token().text;
+            if !words.contains(w) {
+                words.push(w.clone());
+            }
+        }
+        if words.is_empty() {
+            return None;
+        }
+        let clauses: Vec<(Occur, Box<dyn Query>)> = words
+            .iter()
+            .map(|w| {
+                let term = Term::from_field_text(self.fields.body, w);
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                (Occur::Should, q)
+            })
+            .collect();
+        Some(Box::new(BooleanQuery::new(clauses)))
+    }
+}
+
+/// A file found in the folder.
+#[derive(Debug, Clone)]
+struct Found {
+    path: PathBuf,
+    relative: String,
+    size: u64,
+    mtime_ns: u128,
+}
+
+/// The indexable files under `folder`, sorted; hidden files and folders are skipped.
+fn scan(folder: &Path) -> Result<Vec<Found>, KnowledgeError> {
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(folder)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = entry.map_err(|e| KnowledgeError::Read {
+            path: e.path().unwrap_or(folder).to_path_buf(),
+            source: e.into(),
+        })?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let ext = entry
+            .path()
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        if !EXTENSIONS.contains(&ext.as_str()) {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| KnowledgeError::Read {
+            path: entry.path().to_path_buf(),
+            source: e.into(),
+        })?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let relative = entry
+            .path()
+            .strip_prefix(folder)
+            .unwrap_or(entry.path())
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        out.push(Found {
+            path: entry.path().to_path_buf(),
+            relative,
+            size: meta.len(),
+            mtime_ns,
+        });
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, KnowledgeError> {
+    std::fs::read(path).map_err(|e| KnowledgeError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn read_manifest(index: &Path) -> Option<Manifest> {
+    let text = std::fs::read_to_string(index.join(MANIFEST)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes the manifest through a temporary file and a rename.
+fn write_manifest(index: &Path, m: &Manifest) -> Result<(), KnowledgeError> {
+    let text = serde_json::to_string_pretty(m).map_err(|e| index_error(index, e))?;
+    let tmp = index.join(format!(".{MANIFEST}.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| index_error(index, e))?;
+    std::fs::rename(&tmp, index.join(MANIFEST)).map_err(|e| index_error(index, e))
+}
+
+/// `Ok(None)`: the index is current; `Ok(Some(m))`: current, but modification times moved
+/// (contents hash the same), so the manifest should be rewritten as `m`; `Err(reason)`:
+/// rebuild.
+fn up_to_date(
+    m: &Manifest,
+    folder: &Path,
+    max_passage_chars: usize,
+    files: &[Found],
+) -> Result<Option<Manifest>, String> {
+    if m.format != FORMAT {
+        return Err("index format changed".into());
+    }
+    if m.folder != folder {
+        return Err(format!("index was built from {}", m.folder.display()));
+    }
+    if m.max_passage_chars != max_passage_chars {
+        return Err("max_passage_chars changed".into());
+    }
+    if m.files.len() != files.len() || m.files.iter().zip(files).any(|(a, b)| a.path != b.relative)
+    {
+        return Err("files were added or removed".into());
+    }
+    let mut fresh = m.clone();
+    let mut touched = false;
+    for (stamp, found) in fresh.files.iter_mut().zip(files) {
+        if stamp.size == found.size && stamp.mtime_ns == found.mtime_ns {
+            continue;
+        }
+        let bytes = read_file(&found.path).map_err(|e| e.to_string())?;
+        if sha256(&bytes) != stamp.sha256 {
+            return Err(format!("{} changed", found.relative));
+        }
+        stamp.size = found.size;
+        stamp.mtime_ns = found.mtime_ns;
+        touched = true;
+    }
+    Ok(touched.then_some(fresh))
+}
+
+/// Reads and splits every file, writes a new index beside the old one and swaps it in.
+fn build(
+    settings: &KnowledgeSettings,
+    folder: &Path,
+    files: &[Found],
+) -> Result<Manifest, KnowledgeError> {
+    let mut stamps = Vec::with_capacity(files.len());
+    let mut documents = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
+    let mut bytes_total = 0u64;
+    for f in files {
+        let bytes = read_file(&f.path)?;
+        let stamp = FileStamp {
+            path: f.relative.clone(),
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            sha256: sha256(&bytes),
+        };
+        stamps.push(stamp);
+        let Ok(text) = String::from_utf8(bytes) else {
+            skipped.push(format!("{}: not UTF-8 text", f.relative));
+            continue;
+        };
+        bytes_total += text.len() as u64;
+        let markdown = !f.relative.to_ascii_lowercase().ends_with(".txt");
+        let passages = if markdown {
+            passages::split_markdown(&text, settings.max_passage_chars)
+        } else {
+            passages::split_text(&text, settings.max_passage_chars)
+        };
+        documents.push(Document {
+            source: f.relative.clone(),
+            passages,
+        });
+    }
+    let index = &settings.index;
+    let parent = index
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| index_error(index, e))?;
+    let name = index
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "index".into());
+    let pid = std::process::id();
+    let fresh = parent.join(format!(".{name}.new-{pid}"));
+    let old = parent.join(format!(".{name}.old-{pid}"));
+    let _ = std::fs::remove_dir_all(&fresh);
+    let passages = KnowledgeBase::write_index(&fresh, documents)?;
+    let manifest = Manifest {
+        format: FORMAT,
+        folder: folder.to_path_buf(),
+        max_passage_chars: settings.max_passage_chars,
+        files: stamps,
+        passages,
+        bytes: bytes_total,
+        skipped,
+    };
+    write_manifest(&fresh, &manifest)?;
+    if index.exists() {
+        std::fs::rename(index, &old).map_err(|e| index_error(index, e))?;
+    }
+    std::fs::rename(&fresh, index).map_err(|e| index_error(index, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests;
