@@ -58,7 +58,7 @@ struct EvalArgs {
     /// The config file; it names the analyzer and its plugin, models and knowledge base.
     #[arg(long, short, value_name = "FILE")]
     config: PathBuf,
-    /// Labeled sets (JSON Lines); see docs/eval.md.
+    /// Labeled sets (JSON Lines); see docs/analyzers.md.
     #[arg(required = true, value_name = "SET.jsonl")]
     sets: Vec<PathBuf>,
     /// The `[[analyzer]]` to run; default: each set's file name without `.jsonl`.

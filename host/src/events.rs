@@ -160,6 +160,9 @@ pub enum EventKind {
         key: Option<String>,
         about_turn: u64,
         content: String,
+        /// What the analyzer attached for the log (findings, sources, labels).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        details: Option<serde_json::Value>,
     },
     /// An injection reached the model input.
     InjectionDelivered {

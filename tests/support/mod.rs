@@ -137,6 +137,16 @@ pub fn fixture_library(name: &str) -> PathBuf {
     ))
 }
 
+/// The built library of a workspace plugin by its crate's library name: `"murmur_rag"` →
+/// `libmurmur_rag.so`.
+pub fn plugin_library(lib: &str) -> PathBuf {
+    built().join(format!(
+        "{}{lib}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
+}
+
 /// File name a fixture gets inside a test's `plugins/` folder (the host loads `*.so`).
 pub fn fixture_file_name(name: &str) -> String {
     format!("libmurmur_testing_{}.so", name.replace('-', "_"))
@@ -345,6 +355,20 @@ impl TestDir {
                     from.display(),
                     to.display()
                 )
+            });
+        }
+        self
+    }
+
+    /// Copies the libraries of workspace plugins (`"murmur_rag"`, …) into `plugins/`.
+    pub fn libraries(&self, libs: &[&str]) -> &Self {
+        for lib in libs {
+            let from = plugin_library(lib);
+            let to = self
+                .join("plugins")
+                .join(from.file_name().expect("a file name"));
+            fs::copy(&from, &to).unwrap_or_else(|e| {
+                panic!("cannot copy {} to {}: {e}", from.display(), to.display())
             });
         }
         self

@@ -366,6 +366,17 @@ impl KnowledgeBase {
             }
         }
         writer.commit().map_err(|e| index_error(dir, e))?;
+        // The index is written once and then only read: one segment makes every search
+        // walk one posting list per word instead of one per segment.
+        let segments = index
+            .searchable_segment_ids()
+            .map_err(|e| index_error(dir, e))?;
+        if segments.len() > 1 {
+            writer
+                .merge(&segments)
+                .wait()
+                .map_err(|e| index_error(dir, e))?;
+        }
         writer
             .wait_merging_threads()
             .map_err(|e| index_error(dir, e))?;
@@ -375,6 +386,11 @@ impl KnowledgeBase {
     /// Passages in the index.
     pub fn passages(&self) -> usize {
         self.passages
+    }
+
+    /// Segments of the index (one after a build).
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
     }
 
     /// The index folder.

@@ -574,6 +574,7 @@ impl TurnMachine {
             let role = injection.role;
             let key = injection.key.clone();
             let content = injection.content.clone();
+            let details = injection.details.clone();
             match self.queue.enqueue(injection, provenance.clone()) {
                 Ok(done) => {
                     if let Some(old) = &done.superseded {
@@ -592,6 +593,7 @@ impl TurnMachine {
                         key,
                         about_turn: provenance.about_turn,
                         content,
+                        details,
                     });
                 }
                 Err(refused) => self.events.push(EventKind::InjectionRejected {

@@ -20,7 +20,8 @@
 //! | `header` | see below | the first line of the injected message |
 //!
 //! The injection has key `rag` (a newer retrieval replaces one still queued) and details
-//! `{"labels": [citations], "passages": [{"id", "citation", "score"}], "query"}`.
+//! `{"labels": [citations], "passages": [{"id", "citation", "score"}]}` (not the query: it is
+//! the user's message, already in the transcript, and may hold what moderation redacts).
 //! The passages it injected are remembered in per-session state (`injected`).
 
 use std::collections::BTreeSet;
@@ -119,7 +120,7 @@ pub fn select(hits: &[SearchHit], already: &BTreeSet<String>, s: &Settings) -> V
 }
 
 /// The injected message for these passages.
-pub fn render(passages: &[SearchHit], s: &Settings, query: &str) -> Injection {
+pub fn render(passages: &[SearchHit], s: &Settings) -> Injection {
     let mut text = s.header.clone();
     for (i, p) in passages.iter().enumerate() {
         text.push_str(&format!("\n\n[{}] {}\n{}", i + 1, p.citation(), p.text));
@@ -131,7 +132,7 @@ pub fn render(passages: &[SearchHit], s: &Settings, query: &str) -> Injection {
         .collect();
     Injection::context(text)
         .with_key("rag")
-        .with_details(serde_json::json!({"labels": labels, "passages": listed, "query": query}))
+        .with_details(serde_json::json!({"labels": labels, "passages": listed}))
 }
 
 /// The query for a turn: the user's message, and with `previous_turn` the user message
@@ -204,7 +205,7 @@ impl Analyzer for Rag {
         if let Ok(state) = serde_json::to_string(&already) {
             host.state_put(STATE_KEY, &state);
         }
-        Ok(vec![render(&chosen, &self.settings, &query)])
+        Ok(vec![render(&chosen, &self.settings)])
     }
 }
 
@@ -280,7 +281,7 @@ mod tests {
     #[test]
     fn the_injection_is_context_lane_with_citations_and_labels() {
         let s = Settings::default();
-        let i = render(&[hit("a", 9.0, "Alpha text.")], &s, "q");
+        let i = render(&[hit("a", 9.0, "Alpha text.")], &s);
         assert_eq!(i.role, Role::User);
         assert_eq!(i.key.as_deref(), Some("rag"));
         assert!(i.content.starts_with(&s.header));
@@ -292,7 +293,10 @@ mod tests {
         let d = i.details.expect("details");
         assert_eq!(d["labels"], serde_json::json!(["kb.md > Doc > a"]));
         assert_eq!(d["passages"][0]["id"], "a");
-        assert_eq!(d["query"], "q");
+        assert!(
+            d.get("query").is_none(),
+            "the user's message stays out of the details"
+        );
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! The four analyzers Murmur ships (rag, moderation, fact-check, self-review), loaded from
+//! their `.so` files by the real `murmur` binary, on the knowledge base in `examples/kb` and
+//! a scripted chat model, so every reply is known in advance.
+
+use murmur_e2e::*;
+use serde_json::{json, Value};
+
+const LIBRARIES: [&str; 4] = [
+    "murmur_rag",
+    "murmur_moderation",
+    "murmur_fact_check",
+    "murmur_self_review",
+];
+
+fn config() -> String {
+    let kb = workspace_root().join("examples/kb");
+    format!(
+        "system_prompt = \"You answer questions about Northwind Rail.\"\n{MODEL}\
+         [knowledge]\npath = \"{}\"\nindex = \"index\"\n\n\
+         [[analyzer]]\nname = \"rag\"\n\n\
+         [[analyzer]]\nname = \"moderation\"\n\n\
+         [[analyzer]]\nname = \"fact-check\"\n\n\
+         [[analyzer]]\nname = \"self-review\"\nttl_turns = 1\n",
+        kb.display()
+    )
+}
+
+/// The `injection_enqueued` events of one analyzer.
+fn enqueued<'a>(run: &'a Run, analyzer: &str) -> Vec<&'a Value> {
+    run.events_of("injection_enqueued")
+        .into_iter()
+        .filter(|e| text(e, "analyzer") == analyzer)
+        .collect()
+}
+
+fn labels(event: &Value) -> Vec<String> {
+    event["details"]["labels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn each_analyzer_injects_what_it_found_at_the_next_boundary() {
+    let t = setup("analyzers");
+    t.libraries(&LIBRARIES);
+    t.config(&config());
+    t.model_script(&[
+        // Turn 1: a wrong year (the handbook says 1897) next to a right length.
+        json!({"text": "The Halden line opened in 1923 and it is 38.6 km long."}),
+        // Turn 2: cut off mid-sentence.
+        json!({"text": "I booked your ticket to Halden and"}),
+        json!({"text": "A single journey within zone A costs VDC 2.80."}),
+    ]);
+    t.conversation(
+        "When did the Halden line open?\n@wait 400ms\n\
+         Please book me a ticket to Halden, my card is 4539 1488 0343 6467.\n@wait 400ms\n\
+         Thanks. What does a single ticket cost?\n",
+    );
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+
+    // rag: passages about the Halden line, with citations, in the context of turn 2.
+    let rag = enqueued(&run, "rag");
+    assert!(!rag.is_empty(), "{}", run.dump());
+    assert!(
+        labels(rag[0])
+            .iter()
+            .any(|l| l.starts_with("northwind/lines.md > Northwind Rail Lines > Halden line")),
+        "{:?}",
+        labels(rag[0])
+    );
+    let turn2: Vec<&str> = messages(run.input(2, 1))
+        .iter()
+        .map(|m| text(m, "content"))
+        .collect();
+    assert!(
+        turn2
+            .iter()
+            .any(|c| c.contains("[1] northwind/") && c.contains("1897")),
+        "{turn2:#?}"
+    );
+
+    // fact-check: the wrong year is corrected with its source; the right length is not.
+    let fc = enqueued(&run, "fact-check");
+    assert_eq!(fc.len(), 1, "{}", run.dump());
+    assert_eq!(labels(fc[0]), vec!["contradicted"]);
+    let correction = text(fc[0], "content");
+    assert!(
+        correction.contains("It said 1923") && correction.contains("1897"),
+        "{correction}"
+    );
+    // One line: the length in the same sentence is right.
+    assert_eq!(correction.matches("- It said").count(), 1, "{correction}");
+    assert!(turn2.contains(&correction), "{turn2:#?}");
+
+    // moderation: the card number, noted for turn 3's instructions, never repeated.
+    let m = enqueued(&run, "moderation");
+    assert_eq!(m.len(), 1, "{}", run.dump());
+    assert_eq!(labels(m[0]), vec!["card"]);
+    let turn3 = text(run.input(3, 1), "instructions");
+    assert!(turn3.contains(text(m[0], "content")), "{turn3}");
+    for e in run.events_of("injection_enqueued") {
+        let all = e.to_string();
+        assert!(
+            !all.contains("4539 1488 0343 6467") && !all.contains("4539148803436467"),
+            "{all}"
+        );
+    }
+
+    // self-review: the cut-off reply of turn 2 is coached in turn 3 with key self-review.
+    let sr: Vec<&Value> = enqueued(&run, "self-review")
+        .into_iter()
+        .filter(|e| num(e, "about_turn") == 2)
+        .collect();
+    assert_eq!(sr.len(), 1, "{}", run.dump());
+    assert!(labels(sr[0]).contains(&"truncated".to_string()));
+    assert_eq!(text(sr[0], "key"), "self-review");
+    assert!(turn3.contains(text(sr[0], "content")), "{turn3}");
+}
+
+#[test]
+fn murmur_index_builds_once_and_murmur_eval_scores_a_labeled_set_through_the_plugins() {
+    let t = setup("index-eval");
+    t.libraries(&LIBRARIES);
+    t.config(&config());
+    t.model_script(&[json!({"text": "unused"})]);
+    let first = t.murmur(["index", "--config", "murmur.toml"]);
+    assert_eq!(first.code, Some(0), "{}", first.dump());
+    assert!(first.stdout.contains("11 files, "), "{}", first.dump());
+    assert!(first.stdout.contains("(built)"), "{}", first.dump());
+    let again = t.murmur(["index", "--config", "murmur.toml"]);
+    assert!(again.stdout.contains("(up to date)"), "{}", again.dump());
+
+    t.write(
+        "moderation.jsonl",
+        "{\"user\": \"card 4539 1488 0343 6467 please\", \"expect\": [\"card\"]}\n\
+         {\"user\": \"order 4539 1488 0343 6468 shipped\", \"expect\": [], \"family\": \"luhn-fail\"}\n\
+         {\"user\": \"mail me at ana@example.org\", \"expect\": [\"email\"]}\n",
+    );
+    t.write(
+        "fact-check.jsonl",
+        "{\"reply\": \"The Halden line opened in 1923.\", \"expect\": [\"contradicted\"]}\n\
+         {\"reply\": \"The Halden line opened in 1897.\", \"expect\": []}\n",
+    );
+    let out = t.murmur([
+        "eval",
+        "--config",
+        "murmur.toml",
+        "moderation.jsonl",
+        "fact-check.jsonl",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let card = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("card "))
+        .unwrap_or_else(|| panic!("{}", out.dump()));
+    assert!(card.ends_with("1.000   1.000  1.000"), "{card}");
+    assert!(out.stdout.contains("3 cases, 0 wrong"), "{}", out.dump());
+    assert!(out.stdout.contains("2 cases, 0 wrong"), "{}", out.dump());
+
+    let e = t.murmur([
+        "eval",
+        "--config",
+        "murmur.toml",
+        "--analyzer",
+        "nope",
+        "moderation.jsonl",
+    ]);
+    assert_eq!(e.code, Some(2), "{}", e.dump());
+    assert!(
+        e.stderr.contains("no [[analyzer]] named `nope`"),
+        "{}",
+        e.dump()
+    );
+}
