@@ -26,7 +26,9 @@ use tantivy::schema::{
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    doc, Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, Term,
+};
 
 pub use passages::Passage;
 
@@ -344,7 +346,16 @@ impl KnowledgeBase {
     ) -> Result<usize, KnowledgeError> {
         std::fs::create_dir_all(dir).map_err(|e| index_error(dir, e))?;
         let (schema, f) = schema();
-        let index = Index::create_in_dir(dir, schema).map_err(|e| index_error(dir, e))?;
+        let settings = IndexSettings {
+            // Small blocks: fetching a hit's text reads and parses one block.
+            docstore_blocksize: 4096,
+            ..IndexSettings::default()
+        };
+        let index = Index::builder()
+            .schema(schema)
+            .settings(settings)
+            .create_in_dir(dir)
+            .map_err(|e| index_error(dir, e))?;
         index.tokenizers().register(TOKENIZER, analyzer());
         let mut writer: IndexWriter = index
             .writer_with_num_threads(1, 64 * 1024 * 1024)
