@@ -179,3 +179,36 @@ fn murmur_index_builds_once_and_murmur_eval_scores_a_labeled_set_through_the_plu
         e.dump()
     );
 }
+
+#[test]
+fn the_chat_model_can_search_the_knowledge_base_with_the_search_knowledge_tool() {
+    let t = setup("search-tool");
+    let kb = workspace_root().join("examples/kb");
+    t.config(&format!(
+        "{MODEL}[knowledge]\npath = \"{}\"\nindex = \"index\"\ntool_results = 2\n",
+        kb.display()
+    ));
+    t.model_script(&[
+        json!({"tool_calls": [{"name": "search_knowledge", "arguments": {"query": "Halden line"}}]}),
+        json!({"text": "It opened in 1897."}),
+    ]);
+    t.conversation("When did the Halden line open?\n");
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+    let results = run.events_of("tool_result");
+    assert_eq!(results.len(), 1, "{}", run.dump());
+    let output = text(results[0], "output");
+    assert!(output.starts_with("[1] northwind/"), "{output}");
+    assert!(
+        output.contains("[2] ") && !output.contains("[3] "),
+        "{output}"
+    );
+    assert!(output.contains("Halden line"), "{output}");
+    // Step 2 sees the passages as the tool result.
+    let step2 = messages(run.input(1, 2));
+    assert!(
+        step2.iter().any(|m| text(m, "content") == output),
+        "{}",
+        run.dump()
+    );
+}
