@@ -212,3 +212,30 @@ fn the_chat_model_can_search_the_knowledge_base_with_the_search_knowledge_tool()
         run.dump()
     );
 }
+
+#[test]
+fn rag_without_a_knowledge_base_is_warned_about_and_its_failure_stays_its_own() {
+    let t = setup("no-knowledge");
+    t.libraries(&["murmur_rag"]);
+    t.config(&format!("{MODEL}[[analyzer]]\nname = \"rag\"\n"));
+    t.model_script(&[json!({"text": "Hello."})]);
+    t.conversation("Hi there, when does the first train leave?\n");
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+    assert!(
+        run.stderr()
+            .contains("warning: analyzer `rag` searches the knowledge base, but")
+            && run.stderr().contains("has no [knowledge] table"),
+        "{}",
+        run.dump()
+    );
+    let runs = run.events_of("analyzer_run");
+    assert_eq!(runs.len(), 1, "{}", run.dump());
+    assert!(
+        runs[0].to_string().contains("add a `[knowledge]` table"),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(run.stat("failed"), 1);
+    assert!(run.stdout().contains("assistant: Hello."), "{}", run.dump());
+}

@@ -214,6 +214,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             r.reason
         );
     }
+    for name in catalog.needing_knowledge(&config) {
+        eprintln!(
+            "murmur: warning: analyzer `{name}` searches the knowledge base, but {} has no [knowledge] table; its runs will fail",
+            config.file.display()
+        );
+    }
     let state = StateStore::default();
     let mut instances = catalog.instantiate(&config, &state);
     for e in &instances.errors {

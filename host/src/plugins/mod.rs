@@ -65,6 +65,30 @@ pub struct Instances {
 }
 
 impl Catalog {
+    /// Enabled analyzer instances whose plugin needs `search` while the config has no
+    /// `[knowledge]` table: their runs would fail at every hook.
+    pub fn needing_knowledge<'c>(&self, config: &'c Config) -> Vec<&'c str> {
+        if config.knowledge.is_some() {
+            return Vec::new();
+        }
+        config
+            .analyzers
+            .iter()
+            .filter(|a| a.enabled)
+            .filter(|a| {
+                self.libraries.iter().any(|lib| {
+                    lib.manifest.analyzers.iter().any(|x| x.name == a.plugin)
+                        && lib
+                            .manifest
+                            .requires
+                            .iter()
+                            .any(|r| r == murmur_plugin_api::capability::SEARCH)
+                })
+            })
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+
     /// Loads every plugin in the config's `plugins_dir`.
     pub fn load(config: &Config) -> Result<Catalog, ScanError> {
         Self::load_dir(&config.plugins_dir).map_err(|source| ScanError {
