@@ -81,7 +81,7 @@ pub struct LocalSettings {
 /// The command that fetches the default model.
 pub const FETCH_HINT: &str = "run scripts/fetch-model to download the default model";
 
-fn backend() -> Result<&'static LlamaBackend, String> {
+pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {

@@ -3,6 +3,7 @@
 //! A provider receives the exact [`ModelInput`] of a step, streams text chunks through the
 //! request's channel and returns the final [`ModelReply`]: text, tool calls, or both.
 
+pub mod embedding;
 pub mod local;
 pub mod openai;
 pub mod scripted;
