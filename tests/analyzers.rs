@@ -239,3 +239,46 @@ fn rag_without_a_knowledge_base_is_warned_about_and_its_failure_stays_its_own() 
     assert_eq!(run.stat("failed"), 1);
     assert!(run.stdout().contains("assistant: Hello."), "{}", run.dump());
 }
+
+#[test]
+fn with_the_embedding_model_rag_finds_passages_worded_unlike_the_question() {
+    let t = setup("hybrid");
+    t.libraries(&["murmur_rag"]);
+    let model = workspace_root().join("models/all-MiniLM-L6-v2.gguf");
+    assert!(
+        model.is_file(),
+        "{} is missing; run scripts/fetch-model",
+        model.display()
+    );
+    t.config(&format!(
+        "{MODEL}[knowledge]\npath = \"{}\"\nindex = \"index\"\nembedding_model = \"{}\"\n\n\
+         [[analyzer]]\nname = \"rag\"\n",
+        workspace_root().join("examples/kb").display(),
+        model.display()
+    ));
+    t.model_script(&[json!({"text": "unused"})]);
+    // BM25 alone misses both: the handbook says "freight" and "headquarters".
+    t.write(
+        "rag.jsonl",
+        "{\"user\": \"When did the last goods train run on the network?\", \"expect\": [\"northwind/history.md > History of Northwind Rail > The state railway era > End of freight traffic\"]}\n\
+         {\"user\": \"Where are the head offices of the railway company?\", \"expect\": [\"northwind/history.md > History of Northwind Rail > Northwind Rail today > Headquarters at Harbour House\"]}\n\
+         {\"user\": \"How do I bake sourdough bread?\", \"expect\": []}\n",
+    );
+    let out = t.murmur(["eval", "--config", "murmur.toml", "rag.jsonl"]);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        out.stderr.contains("embedded 206 passages"),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stdout.contains("0 cases missed an expected label"),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        !out.stdout.contains("line 3:"),
+        "nothing for an off-topic question: {}",
+        out.dump()
+    );
+}

@@ -1,4 +1,5 @@
-//! Latency of the `search` service on a knowledge base of 100,000 passages.
+//! Latency of the `search` service on a knowledge base of 100,000 passages, lexical (BM25)
+//! and hybrid (BM25 plus the embedding model).
 //!
 //! ```text
 //! cargo bench -p murmur --bench search [-- PASSAGES]
@@ -7,19 +8,27 @@
 //! The passages are generated from the words of `examples/kb` (a fixed seed, word
 //! frequencies as in the handbook, 40 to 160 words each, a two-level heading), so queries
 //! meet realistic posting lists. The index is built once in a temporary folder. The
-//! queries are the 188 questions of `examples/eval/rag.jsonl`, asked with `k = 8` as the
-//! `rag` analyzer does, 10 rounds after one warm-up round. It prints the build time and the
-//! p50, p99 and max latency of each round, then the median of the rounds.
+//! queries are the messages of `examples/eval/rag.jsonl`, asked with `k = 8` as the `rag`
+//! analyzer does, 10 rounds after one warm-up round. It prints the build time and the p50,
+//! p99 and max latency of each round, then the median of the rounds.
+//!
+//! The hybrid part needs `models/all-MiniLM-L6-v2.gguf` (`scripts/fetch-model`) and is
+//! skipped without it. Each query is embedded by the model, as in use; the 100,000 passage
+//! vectors are random unit vectors (a fixed seed) rather than embeddings, which would take
+//! over an hour to compute here: the exhaustive scan costs the same whatever the values.
+//! It prints the latency of embedding a query alone and of the whole hybrid search.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use murmur::knowledge::{passages, Document, KnowledgeBase, Passage};
+use murmur::knowledge::{passage_id, passages, Document, KnowledgeBase, Passage, Vectors};
+use murmur::model::embedding::Embedder;
 
 const DEFAULT_PASSAGES: usize = 100_000;
 const ROUNDS: usize = 10;
+const HYBRID_ROUNDS: usize = 5;
 const K: usize = 8;
 
 /// A small deterministic generator (xorshift64*), so every run indexes the same text.
@@ -36,6 +45,61 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+
+    /// Uniform in [-1, 1).
+    fn signed(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// One round of `f` over every query: sorted latencies.
+fn round(
+    queries: &[String],
+    mut f: impl FnMut(&str) -> anyhow::Result<usize>,
+    hits: &mut usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(queries.len());
+    for q in queries {
+        let t = Instant::now();
+        *hits += f(q)?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
+/// Runs `rounds` rounds after a warm-up one, printing each and the medians.
+fn measure(
+    label: &str,
+    rounds: usize,
+    queries: &[String],
+    mut f: impl FnMut(&str) -> anyhow::Result<usize>,
+) -> anyhow::Result<()> {
+    let mut hits = 0usize;
+    round(queries, &mut f, &mut hits)?;
+    hits = 0;
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    for r in 1..=rounds {
+        let times = round(queries, &mut f, &mut hits)?;
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        println!(
+            "{label} round {r:>2}: p50 {}, p99 {}, max {}",
+            micros(p50),
+            micros(p99),
+            micros(times[times.len() - 1])
+        );
+        p50s.push(p50);
+        p99s.push(p99);
+    }
+    p50s.sort();
+    p99s.sort();
+    println!(
+        "{label}: median of {rounds} rounds: p50 {}, p99 {} ({hits} hits returned)",
+        micros(p50s[rounds / 2]),
+        micros(p99s[rounds / 2]),
+    );
+    Ok(())
 }
 
 fn kb_words(root: &Path) -> anyhow::Result<Vec<String>> {
@@ -123,6 +187,10 @@ fn run() -> anyhow::Result<()> {
                 .collect(),
         })
         .collect();
+    let ids: Vec<String> = docs
+        .iter()
+        .flat_map(|d| (0..d.passages.len()).map(|n| passage_id(&d.source, n)))
+        .collect();
     let tmp = tempfile::tempdir().context("cannot create a temporary folder")?;
     let dir = tmp.path().join("index");
     let started = Instant::now();
@@ -135,39 +203,56 @@ fn run() -> anyhow::Result<()> {
         kb.segments(),
         queries.len()
     );
+    measure("lexical", ROUNDS, &queries, |q| Ok(kb.search(q, K)?.len()))?;
 
-    for q in &queries {
-        kb.search(q, K)?;
-    }
-    let mut p50s = Vec::new();
-    let mut p99s = Vec::new();
-    let mut hits_total = 0usize;
-    for round in 1..=ROUNDS {
-        let mut times = Vec::with_capacity(queries.len());
-        for q in &queries {
-            let t = Instant::now();
-            let hits = kb.search(q, K)?;
-            times.push(t.elapsed());
-            hits_total += hits.len();
-        }
-        times.sort();
-        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+    let model = root.join("models/all-MiniLM-L6-v2.gguf");
+    if !model.is_file() {
         println!(
-            "round {round:>2}: p50 {}, p99 {}, max {}",
-            micros(p50),
-            micros(p99),
-            micros(times[times.len() - 1])
+            "hybrid: skipped, {} is missing (scripts/fetch-model)",
+            model.display()
         );
-        p50s.push(p50);
-        p99s.push(p99);
+        return Ok(());
     }
-    p50s.sort();
-    p99s.sort();
-    println!(
-        "median of {ROUNDS} rounds: p50 {}, p99 {} ({} hits returned)",
-        micros(p50s[ROUNDS / 2]),
-        micros(p99s[ROUNDS / 2]),
-        hits_total
+    let embedder = std::sync::Arc::new(
+        Embedder::load(
+            &model,
+            std::env::var("EMBED_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(2),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
+    let mut vectors = Vectors::new(embedder.dim());
+    let mut v = vec![0f32; embedder.dim()];
+    for id in ids {
+        for x in v.iter_mut() {
+            *x = rng.signed();
+        }
+        let norm = v
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::MIN_POSITIVE);
+        v.iter_mut().for_each(|x| *x /= norm);
+        vectors.push(id, &v).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    vectors.write(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let kb = kb.with_embedder(embedder.clone(), 0.8)?;
+    println!(
+        "hybrid: {} passage vectors of {} dimensions, 2 threads",
+        vectors.len(),
+        vectors.dim()
+    );
+    measure("embed query", HYBRID_ROUNDS, &queries, |q| {
+        Ok(embedder
+            .embed(&[q])
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .len())
+    })?;
+    measure("hybrid", HYBRID_ROUNDS, &queries, |q| {
+        Ok(kb.search(q, K)?.len())
+    })?;
     Ok(())
 }

@@ -101,8 +101,15 @@ pub struct SearchHit {
     pub heading: String,
     /// The passage text.
     pub text: String,
-    /// BM25 score: higher is better; comparable only between hits of one query.
+    /// Rank score, higher is better, comparable only between hits of one query: the BM25
+    /// score, or, when the knowledge base has an embedding model, the hybrid score
+    /// (`semantic_weight` × `similarity` + the rest × BM25 relative to the best hit, 0 to 1).
     pub score: f32,
+    /// Cosine similarity of query and passage (−1 to 1; unrelated text scores about 0.1 or
+    /// less) when the knowledge base has an embedding model, else `None`. Unlike `score`, it
+    /// is comparable across queries, so it suits a relevance floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
 }
 
 impl SearchHit {

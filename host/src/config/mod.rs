@@ -350,6 +350,27 @@ impl Resolver<'_> {
         }
     }
 
+    /// A number between `min` and `max`; `None` when absent or out of range (reported).
+    fn number_in(
+        &mut self,
+        value: Option<&Spanned<f64>>,
+        key: &str,
+        min: f64,
+        max: f64,
+    ) -> Option<f32> {
+        let v = value?;
+        let x = *v.get_ref();
+        if !(min..=max).contains(&x) {
+            self.error(
+                Some(v.span()),
+                key,
+                format!("must be between {min} and {max}"),
+            );
+            return None;
+        }
+        Some(x as f32)
+    }
+
     fn positive(&mut self, value: Option<&Spanned<i64>>, key: &str, min: i64, default: u32) -> u32 {
         let Some(v) = value else { return default };
         match u32::try_from(*v.get_ref()) {
@@ -486,6 +507,15 @@ impl Resolver<'_> {
                 1,
                 d.tool_results,
             ),
+            embedding_model: raw.embedding_model.as_ref().map(|p| self.path(p.get_ref())),
+            semantic_weight: self
+                .number_in(
+                    raw.semantic_weight.as_ref(),
+                    "knowledge.semantic_weight",
+                    0.0,
+                    1.0,
+                )
+                .unwrap_or(d.semantic_weight),
             ..d
         }
     }
@@ -716,17 +746,7 @@ impl Resolver<'_> {
             }
         }
         let float = |this: &mut Self, v: &Option<Spanned<f64>>, field: &str, min: f64, max: f64| {
-            let v = v.as_ref()?;
-            let x = *v.get_ref();
-            if !(min..=max).contains(&x) {
-                this.error(
-                    Some(v.span()),
-                    k(field),
-                    format!("must be between {min} and {max}"),
-                );
-                return None;
-            }
-            Some(x as f32)
+            this.number_in(v.as_ref(), &k(field), min, max)
         };
         match provider.as_str() {
             "scripted" => {

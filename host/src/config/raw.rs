@@ -42,6 +42,8 @@ pub struct RawKnowledge {
     pub max_passage_chars: Option<Spanned<i64>>,
     pub tool: Option<bool>,
     pub tool_results: Option<Spanned<i64>>,
+    pub embedding_model: Option<Spanned<String>>,
+    pub semantic_weight: Option<Spanned<f64>>,
 }
 
 /// `[context]`.

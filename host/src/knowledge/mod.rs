@@ -8,11 +8,19 @@
 //! `stat`; a changed modification time costs a hash; a changed hash, a new or a removed file
 //! rebuilds the index. A rebuild writes a new index beside the old one and swaps it in, so an
 //! interrupted build never leaves a half-written index behind.
+//!
+//! With an embedding model (`[knowledge] embedding_model`), every passage also gets a vector
+//! ([`vectors`]) and a search is hybrid: the best passages by BM25 and the nearest by meaning
+//! are merged and ranked by `semantic_weight × similarity + (1 − semantic_weight) × BM25
+//! relative to the best BM25 hit`. Questions worded unlike the text ("goods train" for
+//! "freight") then still find their passage.
 
 pub mod passages;
 pub mod tool;
+pub mod vectors;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use murmur_plugin_api::SearchHit;
@@ -21,29 +29,35 @@ use sha2::{Digest, Sha256};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED, STRING,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
+use tantivy::DocAddress;
 use tantivy::{
     doc, Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, Term,
 };
 
 pub use passages::Passage;
+pub use vectors::Vectors;
+
+use crate::model::embedding::{self, Embedder};
 
 /// File extensions the knowledge base reads; Markdown is split at headings.
 pub const EXTENSIONS: &[&str] = &["md", "markdown", "txt"];
 
 /// Bumped whenever the index layout or the splitting rules change: older indexes rebuild.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const MANIFEST: &str = "murmur-manifest.json";
 const TOKENIZER: &str = "murmur_en";
 /// Most hits one search returns.
 pub const MAX_K: usize = 100;
+/// Candidates each side of a hybrid search (BM25 and nearest vectors) contributes.
+const HYBRID_CANDIDATES: usize = 20;
 
 /// `[knowledge]`: where the documents are and how they are indexed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KnowledgeSettings {
     /// The folder of Markdown and text files (searched recursively; hidden entries skipped).
     pub path: PathBuf,
@@ -55,6 +69,12 @@ pub struct KnowledgeSettings {
     pub tool: bool,
     /// Passages the `search_knowledge` tool returns.
     pub tool_results: u32,
+    /// A GGUF sentence-embedding model; with one, searches rank by meaning as well as words.
+    pub embedding_model: Option<PathBuf>,
+    /// Weight of meaning against words in a hybrid search, 0 to 1.
+    pub semantic_weight: f32,
+    /// CPU threads of the embedding model.
+    pub threads: u32,
 }
 
 impl KnowledgeSettings {
@@ -66,6 +86,11 @@ impl KnowledgeSettings {
             max_passage_chars: 1200,
             tool: true,
             tool_results: 3,
+            embedding_model: None,
+            semantic_weight: 0.8,
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4) as u32,
         }
     }
 }
@@ -92,6 +117,9 @@ pub enum KnowledgeError {
     /// A search failed.
     #[error("knowledge search failed: {0}")]
     Search(String),
+    /// The embedding model could not be loaded or failed.
+    #[error("knowledge base embedding model: {0}")]
+    Embedding(String),
 }
 
 /// What opening the knowledge base found and did.
@@ -122,12 +150,43 @@ struct FileStamp {
     sha256: String,
 }
 
+/// The embedding model an index's vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ModelStamp {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: u128,
+}
+
+impl ModelStamp {
+    fn of(path: &Path) -> Result<ModelStamp, KnowledgeError> {
+        let meta = std::fs::metadata(path).map_err(|e| KnowledgeError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Ok(ModelStamp {
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        })
+    }
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
 /// What the index was built from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Manifest {
     format: u32,
     folder: PathBuf,
     max_passage_chars: usize,
+    /// The embedding model of the passage vectors, if any.
+    embedding: Option<ModelStamp>,
     files: Vec<FileStamp>,
     passages: usize,
     bytes: u64,
@@ -142,6 +201,8 @@ struct Fields {
     text: Field,
     /// Heading path and text, for matching (a passage's headings name its topic).
     body: Field,
+    /// The passage's row in the vectors file (its position in indexing order).
+    row: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -157,6 +218,7 @@ fn schema() -> (Schema, Fields) {
         heading: b.add_text_field("heading", STORED),
         text: b.add_text_field("text", STORED),
         body: b.add_text_field("body", indexed),
+        row: b.add_u64_field("row", FAST),
     };
     (b.build(), fields)
 }
@@ -192,6 +254,13 @@ pub struct Document {
     pub passages: Vec<Passage>,
 }
 
+/// The meaning side of a hybrid knowledge base.
+struct Semantic {
+    embedder: Arc<Embedder>,
+    vectors: Vectors,
+    weight: f32,
+}
+
 /// An open knowledge base.
 pub struct KnowledgeBase {
     index_dir: PathBuf,
@@ -199,6 +268,7 @@ pub struct KnowledgeBase {
     reader: IndexReader,
     fields: Fields,
     passages: usize,
+    semantic: Option<Semantic>,
 }
 
 impl std::fmt::Debug for KnowledgeBase {
@@ -206,6 +276,10 @@ impl std::fmt::Debug for KnowledgeBase {
         f.debug_struct("KnowledgeBase")
             .field("index", &self.index_dir)
             .field("passages", &self.passages)
+            .field(
+                "embedding_model",
+                &self.semantic.as_ref().map(|s| s.embedder.path()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -230,17 +304,32 @@ impl KnowledgeBase {
             });
         }
         let files = scan(&folder)?;
+        let embedder = match &settings.embedding_model {
+            None => None,
+            Some(path) => {
+                progress(&format!("loading embedding model {}...", path.display()));
+                let e =
+                    Embedder::load(path, settings.threads).map_err(KnowledgeError::Embedding)?;
+                Some((Arc::new(e), ModelStamp::of(path)?))
+            }
+        };
+        let model_stamp = embedder.as_ref().map(|(_, stamp)| stamp.clone());
         let old = read_manifest(&settings.index);
         let mut verdict = match &old {
             _ if force => Err("rebuild requested".to_string()),
             None => Err("no index yet".to_string()),
+            Some(m) if m.embedding != model_stamp => Err("the embedding model changed".to_string()),
             Some(m) => up_to_date(m, &folder, settings.max_passage_chars, &files),
+        };
+        let semantic = |kb: KnowledgeBase| match &embedder {
+            None => Ok(kb),
+            Some((e, _)) => kb.with_embedder(e.clone(), settings.semantic_weight),
         };
         // An index the manifest calls current but that does not open (damaged, or written
         // by another version) is rebuilt.
         let mut current = None;
         if verdict.is_ok() {
-            match KnowledgeBase::open_index(&settings.index) {
+            match KnowledgeBase::open_index(&settings.index).and_then(semantic) {
                 Ok(kb) => current = Some(kb),
                 Err(e) => verdict = Err(format!("the index does not open: {e}")),
             }
@@ -262,13 +351,14 @@ impl KnowledgeBase {
                     settings.path.display(),
                     files.len()
                 ));
-                let m = build(settings, &folder, &files)?;
+                let e = embedder.as_ref().map(|(e, stamp)| (e.as_ref(), stamp));
+                let m = build(settings, &folder, &files, e, progress)?;
                 (m, true, reason)
             }
         };
         let kb = match current {
             Some(kb) => kb,
-            None => KnowledgeBase::open_index(&settings.index)?,
+            None => semantic(KnowledgeBase::open_index(&settings.index)?)?,
         };
         let report = BuildReport {
             files: manifest.files.len(),
@@ -316,6 +406,7 @@ impl KnowledgeBase {
             heading: field("heading")?,
             text: field("text")?,
             body: field("body")?,
+            row: field("row")?,
         };
         if schema != self::schema().0 {
             return Err(index_error(
@@ -335,7 +426,52 @@ impl KnowledgeBase {
             reader,
             fields,
             passages,
+            semantic: None,
         })
+    }
+
+    /// Makes searches hybrid: loads the passage vectors written with this index (see
+    /// [`Vectors`]) and ranks by `weight` × similarity to the query as embedded by `embedder`,
+    /// plus (1 − `weight`) × relative BM25. Fails when the index has no vectors or they do not
+    /// match the model or the index.
+    pub fn with_embedder(
+        mut self,
+        embedder: Arc<Embedder>,
+        weight: f32,
+    ) -> Result<KnowledgeBase, KnowledgeError> {
+        let dir = &self.index_dir;
+        let vectors = Vectors::read(dir).map_err(|e| index_error(dir, e))?;
+        if vectors.dim() != embedder.dim() {
+            return Err(index_error(
+                dir,
+                format!(
+                    "has vectors of {} dimensions, the embedding model makes {}",
+                    vectors.dim(),
+                    embedder.dim()
+                ),
+            ));
+        }
+        if vectors.len() != self.passages {
+            return Err(index_error(
+                dir,
+                format!(
+                    "has {} vectors for {} passages",
+                    vectors.len(),
+                    self.passages
+                ),
+            ));
+        }
+        self.semantic = Some(Semantic {
+            embedder,
+            vectors,
+            weight: weight.clamp(0.0, 1.0),
+        });
+        Ok(self)
+    }
+
+    /// The text a passage is matched by, in words and in meaning: heading path, then text.
+    pub fn matched_text(p: &Passage) -> String {
+        format!("{}\n{}", p.heading, p.text)
     }
 
     /// Writes a new index of these documents into `dir`, which must not exist yet. Used by
@@ -363,14 +499,15 @@ impl KnowledgeBase {
         let mut count = 0usize;
         for d in documents {
             for (n, p) in d.passages.iter().enumerate() {
-                let body = format!("{}\n{}", p.heading, p.text);
+                let body = KnowledgeBase::matched_text(p);
                 writer
                     .add_document(doc!(
-                        f.id => format!("{}#{}", d.source, n + 1),
+                        f.id => passage_id(&d.source, n),
                         f.source => d.source.as_str(),
                         f.heading => p.heading.as_str(),
                         f.text => p.text.as_str(),
                         f.body => body,
+                        f.row => count as u64,
                     ))
                     .map_err(|e| index_error(dir, e))?;
                 count += 1;
@@ -409,43 +546,141 @@ impl KnowledgeBase {
         &self.index_dir
     }
 
-    /// Up to `k` passages for a free-text query, best first (BM25 over heading and text).
-    /// Words are matched after lowercasing, stop-word removal and stemming; query syntax is
-    /// not interpreted, so any text is a valid query. A query with no searchable word finds
-    /// nothing.
+    /// Up to `k` passages for a free-text query, best first. Without an embedding model by
+    /// BM25 over heading and text; with one, hybrid (see the module docs). Words are matched
+    /// after lowercasing, stop-word removal and stemming; query syntax is not interpreted, so
+    /// any text is a valid query. A query with no searchable word finds nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<SearchHit>, KnowledgeError> {
         let k = k.min(MAX_K);
-        let Some(query) = self.query(query) else {
+        let Some(words) = self.query(query) else {
             return Ok(Vec::new());
         };
         if k == 0 {
             return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
-        let top = searcher
-            .search(&query, &TopDocs::with_limit(k).order_by_score())
-            .map_err(|e| KnowledgeError::Search(e.to_string()))?;
-        let f = self.fields;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let d: TantivyDocument = searcher
-                .doc(address)
-                .map_err(|e| KnowledgeError::Search(e.to_string()))?;
-            let text = |field: Field| {
-                d.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            hits.push(SearchHit {
-                id: text(f.id),
-                source: text(f.source),
-                heading: text(f.heading),
-                text: text(f.text),
-                score,
-            });
+        let Some(sem) = &self.semantic else {
+            return self
+                .top_bm25(&searcher, words.as_ref(), k)?
+                .into_iter()
+                .map(|(score, address)| self.hit(&searcher, address, score, None))
+                .collect();
+        };
+        let lexical = self.top_bm25(&searcher, words.as_ref(), k.max(HYBRID_CANDIDATES))?;
+        let q = sem
+            .embedder
+            .embed(&[query])
+            .map_err(KnowledgeError::Embedding)?
+            .pop()
+            .ok_or_else(|| KnowledgeError::Embedding("no vector for the query".into()))?;
+        let best = lexical.first().map_or(1.0, |h| h.0).max(f32::MIN_POSITIVE);
+        // Candidates: the best by words (with their BM25) and the nearest by meaning (BM25
+        // taken as 0: they are not among the best by words).
+        let mut candidates: Vec<(usize, f32, Option<DocAddress>)> = Vec::new();
+        for (score, address) in lexical {
+            candidates.push((self.row_of(&searcher, address)?, score, Some(address)));
         }
-        Ok(hits)
+        for (row, _) in sem.vectors.nearest(&q, k.max(HYBRID_CANDIDATES)) {
+            if !candidates.iter().any(|c| c.0 == row) {
+                candidates.push((row, 0.0, None));
+            }
+        }
+        let mut ranked: Vec<(f32, f32, usize, f32, Option<DocAddress>)> = candidates
+            .into_iter()
+            .map(|(row, bm25, address)| {
+                let similarity = sem.vectors.row(row).map_or(0.0, |v| embedding::dot(v, &q));
+                let fused = sem.weight * similarity + (1.0 - sem.weight) * (bm25 / best);
+                (fused, similarity, row, bm25, address)
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+        ranked.truncate(k);
+        ranked
+            .into_iter()
+            .map(|(fused, similarity, row, _, address)| {
+                let address = match address {
+                    Some(a) => a,
+                    None => self.address_of_row(&searcher, sem, row)?,
+                };
+                self.hit(&searcher, address, fused, Some(similarity))
+            })
+            .collect()
+    }
+
+    fn top_bm25(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+        n: usize,
+    ) -> Result<Vec<(f32, DocAddress)>, KnowledgeError> {
+        searcher
+            .search(query, &TopDocs::with_limit(n).order_by_score())
+            .map_err(|e| KnowledgeError::Search(e.to_string()))
+    }
+
+    /// The vectors row of an indexed passage.
+    fn row_of(
+        &self,
+        searcher: &tantivy::Searcher,
+        address: DocAddress,
+    ) -> Result<usize, KnowledgeError> {
+        let column = searcher
+            .segment_reader(address.segment_ord)
+            .fast_fields()
+            .u64("row")
+            .map_err(|e| KnowledgeError::Search(e.to_string()))?;
+        column
+            .first(address.doc_id)
+            .and_then(|r| usize::try_from(r).ok())
+            .ok_or_else(|| KnowledgeError::Search(format!("passage {address:?} has no row")))
+    }
+
+    /// The indexed passage of a vectors row, found by its id.
+    fn address_of_row(
+        &self,
+        searcher: &tantivy::Searcher,
+        sem: &Semantic,
+        row: usize,
+    ) -> Result<DocAddress, KnowledgeError> {
+        let id = sem
+            .vectors
+            .id(row)
+            .ok_or_else(|| KnowledgeError::Search(format!("no vector row {row}")))?;
+        let term = TermQuery::new(
+            Term::from_field_text(self.fields.id, id),
+            IndexRecordOption::Basic,
+        );
+        self.top_bm25(searcher, &term, 1)?
+            .first()
+            .map(|h| h.1)
+            .ok_or_else(|| KnowledgeError::Search(format!("passage {id} is not in the index")))
+    }
+
+    fn hit(
+        &self,
+        searcher: &tantivy::Searcher,
+        address: DocAddress,
+        score: f32,
+        similarity: Option<f32>,
+    ) -> Result<SearchHit, KnowledgeError> {
+        let d: TantivyDocument = searcher
+            .doc(address)
+            .map_err(|e| KnowledgeError::Search(e.to_string()))?;
+        let text = |field: Field| {
+            d.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let f = self.fields;
+        Ok(SearchHit {
+            id: text(f.id),
+            source: text(f.source),
+            heading: text(f.heading),
+            text: text(f.text),
+            score,
+            similarity,
+        })
     }
 
     /// The query: every distinct analysed word of the text, any of which may match.
@@ -611,6 +846,8 @@ fn build(
     settings: &KnowledgeSettings,
     folder: &Path,
     files: &[Found],
+    embedder: Option<(&Embedder, &ModelStamp)>,
+    progress: &dyn Fn(&str),
 ) -> Result<Manifest, KnowledgeError> {
     let mut stamps = Vec::with_capacity(files.len());
     let mut documents = Vec::with_capacity(files.len());
@@ -655,11 +892,19 @@ fn build(
     let fresh = parent.join(format!(".{name}.new-{pid}"));
     let old = parent.join(format!(".{name}.old-{pid}"));
     let _ = std::fs::remove_dir_all(&fresh);
+    let vectors = match embedder {
+        Some((e, _)) => Some(embed_passages(e, &documents, progress)?),
+        None => None,
+    };
     let passages = KnowledgeBase::write_index(&fresh, documents)?;
+    if let Some(v) = vectors {
+        v.write(&fresh).map_err(|e| index_error(&fresh, e))?;
+    }
     let manifest = Manifest {
         format: FORMAT,
         folder: folder.to_path_buf(),
         max_passage_chars: settings.max_passage_chars,
+        embedding: embedder.map(|(_, stamp)| stamp.clone()),
         files: stamps,
         passages,
         bytes: bytes_total,
@@ -672,6 +917,56 @@ fn build(
     std::fs::rename(&fresh, index).map_err(|e| index_error(index, e))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(manifest)
+}
+
+/// The id of the `n`th passage (from 0) of a file: `source#n+1`.
+pub fn passage_id(source: &str, n: usize) -> String {
+    format!("{source}#{}", n + 1)
+}
+
+/// The vector of every passage, in indexing order, with a progress line about every two
+/// seconds.
+pub fn embed_passages(
+    embedder: &Embedder,
+    documents: &[Document],
+    progress: &dyn Fn(&str),
+) -> Result<Vectors, KnowledgeError> {
+    const BATCH: usize = 16;
+    let total: usize = documents.iter().map(|d| d.passages.len()).sum();
+    let started = Instant::now();
+    let mut last = started;
+    let mut vectors = Vectors::new(embedder.dim());
+    let all = documents.iter().flat_map(|d| {
+        d.passages
+            .iter()
+            .enumerate()
+            .map(move |(n, p)| (passage_id(&d.source, n), KnowledgeBase::matched_text(p)))
+    });
+    let all: Vec<(String, String)> = all.collect();
+    for chunk in all.chunks(BATCH) {
+        let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+        let vs = embedder.embed(&texts).map_err(KnowledgeError::Embedding)?;
+        for ((id, _), v) in chunk.iter().zip(vs) {
+            vectors
+                .push(id.clone(), &v)
+                .map_err(KnowledgeError::Embedding)?;
+        }
+        if last.elapsed() >= Duration::from_secs(2) {
+            last = Instant::now();
+            progress(&format!(
+                "embedding passages: {}/{total} ({:.0} s)",
+                vectors.len(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    if total > 0 {
+        progress(&format!(
+            "embedded {total} passages in {:.2} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(vectors)
 }
 
 #[cfg(test)]

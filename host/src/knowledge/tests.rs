@@ -262,3 +262,91 @@ async fn the_search_knowledge_tool_returns_cited_passages_and_checks_its_argumen
 }
 
 use std::sync::Arc;
+
+fn embedding_model() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing; run scripts/fetch-model",
+        p.display()
+    );
+    p
+}
+
+fn hybrid(f: &Fixture) -> KnowledgeSettings {
+    KnowledgeSettings {
+        embedding_model: Some(embedding_model()),
+        threads: 2,
+        ..f.settings.clone()
+    }
+}
+
+#[test]
+fn with_an_embedding_model_a_question_in_other_words_finds_its_passage() {
+    let f = fixture();
+    let s = hybrid(&f);
+    let lines = std::cell::RefCell::new(Vec::new());
+    let (kb, report) =
+        KnowledgeBase::open(&s, false, &|l| lines.borrow_mut().push(l.to_string())).expect("open");
+    assert!(report.rebuilt);
+    let lines = lines.into_inner();
+    assert!(
+        lines.iter().any(|l| l.starts_with("embedded 4 passages")),
+        "{lines:?}"
+    );
+    assert!(s.index.join(vectors::FILE).is_file());
+    // "kids" and "pay" are not in the passage about child fares ("Children ... travel for"):
+    // it is found by meaning.
+    let hits = kb.search("How much do kids pay?", 2).expect("search");
+    assert_eq!(
+        hits[0].citation(),
+        "rail/fares.md > Northwind Rail > Fares > Child fares"
+    );
+    let similarity = hits[0].similarity.expect("hybrid hits carry a similarity");
+    assert!(similarity > 0.3 && similarity <= 1.0, "{similarity}");
+    assert!(hits[0].score >= hits[1].score);
+    // Found by meaning alone: not one word in common.
+    let hits = kb.search("boat departures", 1).expect("search");
+    assert_eq!(hits[0].source, "notes.txt");
+}
+
+#[test]
+fn adding_or_changing_the_embedding_model_rebuilds_and_a_lexical_index_has_no_similarity() {
+    let f = fixture();
+    let (kb, _) = open(&f.settings);
+    let hits = kb.search("halden", 1).expect("search");
+    assert_eq!(hits[0].similarity, None);
+    let s = hybrid(&f);
+    let (kb, r) = open(&s);
+    assert!(r.rebuilt, "{}", r.reason);
+    assert_eq!(r.reason, "the embedding model changed");
+    assert!(kb.search("halden", 1).expect("search")[0]
+        .similarity
+        .is_some());
+    let (_, r) = open(&s);
+    assert!(!r.rebuilt, "{}", r.reason);
+    // Vectors that went missing: the index does not open with the model, so it is rebuilt.
+    std::fs::remove_file(s.index.join(vectors::FILE)).expect("rm");
+    let (kb, r) = open(&s);
+    assert!(r.rebuilt);
+    assert!(r.reason.contains("does not open"), "{}", r.reason);
+    assert!(kb.search("halden", 1).expect("search")[0]
+        .similarity
+        .is_some());
+    // Back to lexical.
+    let (_, r) = open(&f.settings);
+    assert!(r.rebuilt);
+}
+
+#[test]
+fn a_missing_embedding_model_is_an_error_that_names_it() {
+    let f = fixture();
+    let s = KnowledgeSettings {
+        embedding_model: Some(PathBuf::from("/nowhere/embed.gguf")),
+        ..f.settings.clone()
+    };
+    let e = KnowledgeBase::open(&s, false, &|_| {}).expect_err("missing model");
+    let msg = e.to_string();
+    assert!(msg.contains("/nowhere/embed.gguf"), "{msg}");
+    assert!(!s.index.exists(), "nothing written");
+}

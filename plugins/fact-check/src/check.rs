@@ -700,6 +700,7 @@ mod tests {
             heading: heading.to_string(),
             text: text.to_string(),
             score: 1.0,
+            similarity: None,
         }
     }
 

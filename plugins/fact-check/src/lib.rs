@@ -556,6 +556,7 @@ mod tests {
             heading: heading.to_string(),
             text: text.to_string(),
             score: 3.0,
+            similarity: None,
         };
         FakeKb(vec![
             hit(

@@ -106,6 +106,7 @@ impl OverlapSearch {
                             heading: heading.clone(),
                             text: c.trim().to_string(),
                             score: 0.0,
+                            similarity: None,
                         },
                         terms: t,
                     });

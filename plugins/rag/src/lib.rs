@@ -1,7 +1,8 @@
 //! # rag: retrieved passages as context
 //!
 //! A Murmur analyzer on `turn_start`. While the model answers the user's message, it queries
-//! the host's knowledge base (the `search` service: BM25 over the `[knowledge]` folder) with
+//! the host's knowledge base (the `search` service: BM25 over the `[knowledge]` folder, hybrid
+//! with meaning when the host has an embedding model) with
 //! that message, keeps the passages that score well enough, drops those it already injected
 //! in this session, and injects the rest, with their citations and within a token budget,
 //! as one context-lane message. The model sees them from the next boundary on; they stay in
@@ -13,7 +14,8 @@
 //! |---|---|---|
 //! | `candidates` | 8 | passages asked from `search` |
 //! | `max_passages` | 3 | most passages injected per turn |
-//! | `min_score` | 1.0 | BM25 score a passage needs |
+//! | `min_score` | 1.0 | BM25 score a passage needs (lexical search) |
+//! | `min_similarity` | 0.25 | similarity to the message a passage needs (hybrid search) |
 //! | `min_relative_score` | 0.4 | … and at least this share of the best hit's score |
 //! | `token_budget` | 600 | most tokens of passage text per injection (1 token ≈ 4 characters) |
 //! | `previous_turn` | false | also query with the previous user message |
@@ -40,8 +42,10 @@ pub struct Settings {
     pub candidates: u32,
     /// Most passages injected per turn.
     pub max_passages: usize,
-    /// BM25 score a passage needs.
+    /// BM25 score a passage needs, when the search is lexical.
     pub min_score: f32,
+    /// Cosine similarity to the query a passage needs, when the search is hybrid.
+    pub min_similarity: f32,
     /// Share of the best hit's score a passage needs.
     pub min_relative_score: f32,
     /// Most tokens of passage text per injection.
@@ -58,6 +62,7 @@ impl Default for Settings {
             candidates: 8,
             max_passages: 3,
             min_score: 1.0,
+            min_similarity: 0.25,
             min_relative_score: 0.4,
             token_budget: 600,
             previous_turn: false,
@@ -84,6 +89,9 @@ impl Settings {
         if !self.min_score.is_finite() || self.min_score < 0.0 {
             return Err(Error::config("`min_score` must be a number of at least 0"));
         }
+        if !(-1.0..=1.0).contains(&self.min_similarity) {
+            return Err(Error::config("`min_similarity` must be between -1 and 1"));
+        }
         if self.token_budget < 50 {
             return Err(Error::config("`token_budget` must be at least 50"));
         }
@@ -99,14 +107,23 @@ fn tokens(text: &str) -> usize {
 /// The passages to inject: good enough, not injected before, within the budget, best first.
 pub fn select(hits: &[SearchHit], already: &BTreeSet<String>, s: &Settings) -> Vec<SearchHit> {
     let best = hits.iter().map(|h| h.score).fold(0.0f32, f32::max);
-    let floor = s.min_score.max(best * s.min_relative_score);
+    let floor = best * s.min_relative_score;
+    // Relevance on an absolute scale: similarity when the search has it, else BM25.
+    let relevant = |h: &SearchHit| match h.similarity {
+        Some(similarity) => similarity >= s.min_similarity,
+        None => h.score >= s.min_score,
+    };
     let mut out: Vec<SearchHit> = Vec::new();
     let mut used = 0usize;
     for h in hits {
         if out.len() == s.max_passages {
             break;
         }
-        if h.score < floor || already.contains(&h.id) || out.iter().any(|o| o.id == h.id) {
+        if h.score < floor
+            || !relevant(h)
+            || already.contains(&h.id)
+            || out.iter().any(|o| o.id == h.id)
+        {
             continue;
         }
         let cost = tokens(&h.text) + tokens(&h.citation()) + 2;
@@ -229,6 +246,7 @@ mod tests {
             heading: format!("Doc > {id}"),
             text: text.into(),
             score,
+            similarity: None,
         }
     }
 
@@ -253,6 +271,26 @@ mod tests {
         // The absolute floor applies when every score is low.
         let weak = vec![hit("a", 0.9, "x"), hit("b", 0.5, "y")];
         assert!(select(&weak, &BTreeSet::new(), &s).is_empty());
+    }
+
+    #[test]
+    fn with_similarities_the_floor_is_on_similarity_not_bm25() {
+        let s = Settings::default();
+        let with = |id: &str, score: f32, similarity: f32| SearchHit {
+            similarity: Some(similarity),
+            ..hit(id, score, id)
+        };
+        // Hybrid scores are below 1, so the BM25 floor would drop them all.
+        let hits = vec![
+            with("a", 0.7, 0.62),
+            with("b", 0.5, 0.41),
+            with("c", 0.45, 0.2),
+            with("d", 0.2, 0.35),
+        ];
+        // c is not similar enough; d is under 40% of the best score.
+        assert_eq!(ids(&select(&hits, &BTreeSet::new(), &s)), vec!["a", "b"]);
+        let off_topic = vec![with("a", 0.3, 0.12), with("b", 0.28, 0.1)];
+        assert!(select(&off_topic, &BTreeSet::new(), &s).is_empty());
     }
 
     #[test]
