@@ -51,6 +51,18 @@ enum Command {
     },
     /// Run one analyzer on a labeled set and print precision, recall and F1 per label.
     Eval(EvalArgs),
+    /// Serve sessions over HTTP: a session API with server-sent events, health and metrics.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// Address and port to listen on (default: `[server] listen`, else 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +154,7 @@ pub fn main() -> ExitCode {
         } => Ok(plugins_check(&file)),
         Command::Index { config, force } => index(&config, force),
         Command::Eval(args) => eval(args),
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(code) => code,
@@ -192,49 +205,89 @@ impl Observer for TranscriptPrinter {
     }
 }
 
+/// Everything a runtime needs, loaded from the config: models, analyzer and tool instances,
+/// analyzer state and the knowledge base. Warnings go to stderr.
+pub(crate) struct Prepared {
+    pub(crate) models: Arc<Models>,
+    pub(crate) instances: crate::plugins::Instances,
+    pub(crate) state: StateStore,
+    pub(crate) knowledge: Option<Arc<KnowledgeBase>>,
+}
+
+impl Prepared {
+    pub(crate) fn load(config: &Config) -> anyhow::Result<Prepared> {
+        let models = Arc::new(
+            Models::build(config, &|line| eprintln!("murmur: {line}"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        let tools_enabled = config.tools.iter().filter(|t| t.enabled).count();
+        if models.chat.name() == "local" && tools_enabled > 0 {
+            eprintln!(
+                "murmur: warning: the local model does not call tools; the {tools_enabled} [[tool]] table(s) take effect with the openai and scripted providers"
+            );
+        }
+        let catalog = Catalog::load(config)?;
+        for r in &catalog.rejected {
+            eprintln!(
+                "murmur: warning: plugin {} refused: {}",
+                r.file.display(),
+                r.reason
+            );
+        }
+        for name in catalog.needing_knowledge(config) {
+            eprintln!(
+                "murmur: warning: analyzer `{name}` searches the knowledge base, but {} has no [knowledge] table; its runs will fail",
+                config.file.display()
+            );
+        }
+        let state = StateStore::default();
+        let mut instances = catalog.instantiate(config, &state);
+        for e in &instances.errors {
+            eprintln!("murmur: warning: {e}; running without it");
+        }
+        let knowledge = open_knowledge(config, false)?;
+        if let (Some(kb), Some(k)) = (&knowledge, &config.knowledge) {
+            if k.tool {
+                instances.tools.push(crate::knowledge::tool::entry(
+                    kb.clone(),
+                    k.tool_results,
+                    config.tool_timeout,
+                ));
+            }
+        }
+        Ok(Prepared {
+            models,
+            instances,
+            state,
+            knowledge,
+        })
+    }
+
+    /// Builds the runtime with these observers; call inside the tokio runtime.
+    pub(crate) fn runtime(self, config: &Config, observers: Vec<Arc<dyn Observer>>) -> Runtime {
+        let settings = SessionSettings {
+            system_prompt: config.system_prompt.clone(),
+            max_steps: config.max_steps,
+            steering: config.steering,
+            placement: config.instructions_placement,
+            compaction: config.context.clone(),
+        };
+        let mut builder = Runtime::builder(settings, self.models.chat.clone())
+            .analyzers(self.instances.analyzers)
+            .tools(self.instances.tools)
+            .state(self.state)
+            .services(Arc::new(hub(&self.models, self.knowledge)));
+        for o in observers {
+            builder = builder.observer(o);
+        }
+        builder.build()
+    }
+}
+
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let lines = conversation::load(&args.script).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let models = Arc::new(
-        Models::build(&config, &|line| eprintln!("murmur: {line}"))
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    let model = models.chat.clone();
-    let tools_enabled = config.tools.iter().filter(|t| t.enabled).count();
-    if model.name() == "local" && tools_enabled > 0 {
-        eprintln!(
-            "murmur: warning: the local model does not call tools; the {tools_enabled} [[tool]] table(s) take effect with the openai and scripted providers"
-        );
-    }
-    let catalog = Catalog::load(&config)?;
-    for r in &catalog.rejected {
-        eprintln!(
-            "murmur: warning: plugin {} refused: {}",
-            r.file.display(),
-            r.reason
-        );
-    }
-    for name in catalog.needing_knowledge(&config) {
-        eprintln!(
-            "murmur: warning: analyzer `{name}` searches the knowledge base, but {} has no [knowledge] table; its runs will fail",
-            config.file.display()
-        );
-    }
-    let state = StateStore::default();
-    let mut instances = catalog.instantiate(&config, &state);
-    for e in &instances.errors {
-        eprintln!("murmur: warning: {e}; running without it");
-    }
-    let knowledge = open_knowledge(&config, false)?;
-    if let (Some(kb), Some(k)) = (&knowledge, &config.knowledge) {
-        if k.tool {
-            instances.tools.push(crate::knowledge::tool::entry(
-                kb.clone(),
-                k.tool_results,
-                config.tool_timeout,
-            ));
-        }
-    }
+    let prepared = Prepared::load(&config)?;
 
     let mut observers: Vec<Arc<dyn Observer>> =
         vec![Arc::new(TracingLog), Arc::new(TranscriptPrinter)];
@@ -259,23 +312,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let settings = SessionSettings {
-        system_prompt: config.system_prompt.clone(),
-        max_steps: config.max_steps,
-        steering: config.steering,
-        placement: config.instructions_placement,
-        compaction: config.context.clone(),
-    };
     let failed_turns = tokio.block_on(async {
-        let mut builder = Runtime::builder(settings, model)
-            .analyzers(instances.analyzers)
-            .tools(instances.tools)
-            .state(state)
-            .services(Arc::new(hub(&models, knowledge)));
-        for o in observers {
-            builder = builder.observer(o);
-        }
-        let runtime = builder.build();
+        let runtime = prepared.runtime(&config, observers);
         let session = runtime.open_session(args.session.as_str());
         let mut failed = 0u64;
         for line in lines {
@@ -325,6 +363,59 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use crate::server::{self, hub::EventHub, metrics::Metrics};
+    let config = load_config(&args.config)?;
+    let mut settings = config.server.clone();
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    let token = match &settings.auth_token_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            _ => anyhow::bail!(
+                "{}: [server] auth_token_env names `{var}`, which is not set or empty; set it to the bearer token clients must send",
+                config.file.display()
+            ),
+        },
+    };
+    let prepared = Prepared::load(&config)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    tokio.block_on(async {
+        let hub = Arc::new(EventHub::default());
+        let metrics = Arc::new(Metrics::default());
+        let observers: Vec<Arc<dyn Observer>> =
+            vec![Arc::new(TracingLog), hub.clone(), metrics.clone()];
+        let runtime = prepared.runtime(&config, observers);
+        let app = server::App::new(runtime, hub, metrics, settings.clone(), token.clone());
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr().unwrap_or(settings.listen);
+        if !addr.ip().is_loopback() && token.is_none() {
+            eprintln!(
+                "murmur: warning: listening on {addr}, beyond this machine, without authentication; set [server] auth_token_env"
+            );
+        }
+        eprintln!("murmur: listening on http://{addr} (Ctrl-C stops)");
+        axum::serve(listener, server::router(app.clone()))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!("murmur: stopping: closing sessions...");
+            })
+            .await
+            .context("the HTTP server failed")?;
+        app.shutdown(Duration::from_secs(2)).await;
+        anyhow::Ok(())
+    })?;
+    tokio.shutdown_timeout(Duration::from_millis(200));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The host services over these models and knowledge base, on the current tokio runtime.

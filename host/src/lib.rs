@@ -13,7 +13,8 @@
 //!   ([`session::queue`]), run scheduling ([`session::runs`]) and the actor
 //!   ([`session::driver`]);
 //! - [`model`]: the model trait and its providers;
-//! - [`knowledge`]: the full-text index behind the `search` service and tool;
+//! - [`knowledge`]: the full-text and vector index behind the `search` service and tool;
+//! - [`server`]: `murmur serve`, the HTTP interface;
 //! - [`runtime`]: what sessions share, and shutdown;
 //! - [`events`]: the event stream, model-input recording and counters;
 //! - [`cli`]: the `murmur` command.
@@ -31,6 +32,7 @@ pub mod knowledge;
 pub mod model;
 pub mod plugins;
 pub mod runtime;
+pub mod server;
 pub mod services;
 pub mod session;
 pub mod state;

@@ -428,6 +428,48 @@ impl TestDir {
         }
     }
 
+    /// Starts `murmur serve` on this folder's config, on a free loopback port, with these
+    /// extra environment variables; returns once it listens.
+    pub fn serve(&self, envs: &[(&str, &str)]) -> Server {
+        let n = self.invocations.get() + 1;
+        self.invocations.set(n);
+        let stderr_path = self.join(format!("serve-stderr-{n}.txt"));
+        let stderr = File::create(&stderr_path).expect("create stderr capture file");
+        let mut cmd = Command::new(murmur_binary());
+        cmd.args(["serve", "--config", CONFIG, "--listen", "127.0.0.1:0"])
+            .current_dir(&self.path)
+            .env("NO_COLOR", "1")
+            .env("MURMUR_LOG", "warn")
+            .env("TMPDIR", self.join("tmp"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start murmur serve");
+        let started = Instant::now();
+        loop {
+            let log = fs::read_to_string(&stderr_path).unwrap_or_default();
+            if let Some(rest) = log.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                return Server {
+                    child,
+                    base: format!("http://{addr}"),
+                    stderr: stderr_path,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("murmur serve exited with {status} before listening:\n{log}");
+            }
+            if started.elapsed() > RUN_TIMEOUT {
+                let _ = child.kill();
+                panic!("murmur serve did not listen within {RUN_TIMEOUT:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs the `murmur` binary with these arguments in this folder, killing it after
     /// [`RUN_TIMEOUT`].
     pub fn murmur<I, S>(&self, args: I) -> Output
@@ -510,4 +552,72 @@ fn read_jsonl(path: &Path, output: &Output) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// A running `murmur serve`; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: std::process::Child,
+    base: String,
+    stderr: PathBuf,
+}
+
+impl Server {
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One server-sent event: its name and JSON data.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// The `event:` field.
+    pub name: String,
+    /// The `data:` field, parsed.
+    pub data: Value,
+}
+
+/// Reads a server-sent-event stream to its end.
+pub fn read_sse(response: reqwest::blocking::Response) -> Vec<SseEvent> {
+    use std::io::BufRead as _;
+    let mut out = Vec::new();
+    let (mut name, mut data) = (String::new(), String::new());
+    for line in std::io::BufReader::new(response).lines() {
+        let line = line.expect("read the event stream");
+        if line.is_empty() {
+            if !data.is_empty() {
+                let parsed = serde_json::from_str(&data)
+                    .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
+                out.push(SseEvent {
+                    name: std::mem::take(&mut name),
+                    data: parsed,
+                });
+            }
+            name.clear();
+            data.clear();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+    out
 }

@@ -22,7 +22,7 @@ use crate::model::local::{LocalSettings, Sampling};
 use crate::model::openai::{self, OpenAiSettings};
 use crate::session::compaction::{CompactionSettings, Strategy};
 
-use raw::{RawAnalyzer, RawConfig, RawContext, RawKnowledge, RawModel, RawTool};
+use raw::{RawAnalyzer, RawConfig, RawContext, RawKnowledge, RawModel, RawServer, RawTool};
 
 /// Default `system_prompt`.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -90,6 +90,35 @@ pub struct Config {
     pub context: CompactionSettings,
     /// `[knowledge]`: the knowledge base behind the `search` service, if configured.
     pub knowledge: Option<KnowledgeSettings>,
+    /// `[server]`: how `murmur serve` listens and what it accepts.
+    pub server: ServerSettings,
+}
+
+/// `[server]`: how `murmur serve` listens and what it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Address and port; loopback unless the config says otherwise.
+    pub listen: std::net::SocketAddr,
+    /// The environment variable holding the bearer token; `None` = no authentication.
+    pub auth_token_env: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Longest user message, in characters.
+    pub max_message_chars: usize,
+    /// Most sessions open at once.
+    pub max_sessions: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth_token_env: None,
+            max_body_bytes: 1024 * 1024,
+            max_message_chars: 32_000,
+            max_sessions: 256,
+        }
+    }
 }
 
 /// SPEC S6.
@@ -425,6 +454,7 @@ impl Resolver<'_> {
         };
         let context = self.context(raw.context.as_ref());
         let knowledge = raw.knowledge.as_ref().map(|k| self.knowledge(k));
+        let server = self.server(raw.server.as_ref());
         let (models, chat_model) = self.models(raw.model, raw.models);
         let analyzers: Vec<AnalyzerConfig> = raw
             .analyzers
@@ -476,6 +506,64 @@ impl Resolver<'_> {
             tools,
             context,
             knowledge,
+            server,
+        }
+    }
+
+    fn server(&mut self, raw: Option<&RawServer>) -> ServerSettings {
+        let d = ServerSettings::default();
+        let Some(raw) = raw else { return d };
+        let listen = match &raw.listen {
+            None => d.listen,
+            Some(v) => match v.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.error(
+                        Some(v.span()),
+                        "server.listen",
+                        format!(
+                            "`{}` is not an address and port; write e.g. \"127.0.0.1:8080\"",
+                            v.get_ref()
+                        ),
+                    );
+                    d.listen
+                }
+            },
+        };
+        let auth_token_env = raw.auth_token_env.as_ref().and_then(|v| {
+            let name = v.get_ref().trim();
+            if name.is_empty() || name.contains('=') {
+                self.error(
+                    Some(v.span()),
+                    "server.auth_token_env",
+                    "must name an environment variable, e.g. \"MURMUR_TOKEN\"",
+                );
+                None
+            } else {
+                Some(name.to_string())
+            }
+        });
+        ServerSettings {
+            listen,
+            auth_token_env,
+            max_body_bytes: self.positive(
+                raw.max_body_bytes.as_ref(),
+                "server.max_body_bytes",
+                1024,
+                d.max_body_bytes as u32,
+            ) as usize,
+            max_message_chars: self.positive(
+                raw.max_message_chars.as_ref(),
+                "server.max_message_chars",
+                1,
+                d.max_message_chars as u32,
+            ) as usize,
+            max_sessions: self.positive(
+                raw.max_sessions.as_ref(),
+                "server.max_sessions",
+                1,
+                d.max_sessions as u32,
+            ) as usize,
         }
     }
 

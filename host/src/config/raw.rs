@@ -31,6 +31,19 @@ pub struct RawConfig {
     pub context: Option<RawContext>,
     /// `[knowledge]`: the folder the `search` service indexes.
     pub knowledge: Option<RawKnowledge>,
+    /// `[server]`: `murmur serve`.
+    pub server: Option<RawServer>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    pub auth_token_env: Option<Spanned<String>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub max_message_chars: Option<Spanned<i64>>,
+    pub max_sessions: Option<Spanned<i64>>,
 }
 
 /// `[knowledge]`.

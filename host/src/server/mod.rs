@@ -1,0 +1,419 @@
+//! `murmur serve`: the HTTP interface (axum). Many sessions at once over one runtime:
+//!
+//! - `POST /v1/sessions` → `{"id": "..."}`
+//! - `POST /v1/sessions/{id}/messages` with `{"content": "..."}` → a server-sent-event
+//!   stream of the turn: `token`, `tool_call`, `tool_result`, `injection`, `analyzer`,
+//!   `error`, and last `turn_complete`
+//! - `GET /v1/sessions/{id}[?include=injections]` → the visible transcript, and with
+//!   `include=injections` every injection with its provenance
+//! - `POST /v1/sessions/{id}/stop`, `DELETE /v1/sessions/{id}`
+//! - `GET /healthz`, `GET /metrics` (Prometheus text format)
+//!
+//! Every error is a JSON body `{"error": {"type": ..., "message": ...}}` with a 4xx or 5xx
+//! status. With `[server] auth_token_env`, every endpoint but `/healthz` needs
+//! `Authorization: Bearer <token>`.
+
+pub mod hub;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use crate::config::ServerSettings;
+use crate::events::EventKind;
+use crate::session::Session;
+use crate::Runtime;
+use hub::{EventHub, Streamed};
+use metrics::Metrics;
+use murmur_plugin_api::Origin;
+
+/// The state every handler shares.
+pub struct App {
+    runtime: Runtime,
+    sessions: Mutex<HashMap<String, Session>>,
+    hub: Arc<EventHub>,
+    metrics: Arc<Metrics>,
+    settings: ServerSettings,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// An app over `runtime`, which must have `hub` and `metrics` among its observers.
+    /// `token`: the bearer token every request but `/healthz` must carry, if any.
+    pub fn new(
+        runtime: Runtime,
+        hub: Arc<EventHub>,
+        metrics: Arc<Metrics>,
+        settings: ServerSettings,
+        token: Option<String>,
+    ) -> Arc<App> {
+        Arc::new(App {
+            runtime,
+            sessions: Mutex::new(HashMap::new()),
+            hub,
+            metrics,
+            settings,
+            token,
+        })
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn session(&self, id: &str) -> Result<Session, ApiError> {
+        self.sessions()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| no_session(id))
+    }
+
+    /// Closes every session (turns stop, `turn_complete` and `chat_end` work finishes) and
+    /// shuts the runtime down.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let all: Vec<Session> = self.sessions().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.close().await;
+        }
+        self.runtime.shutdown(grace).await;
+    }
+}
+
+/// The router with every endpoint, the auth check and the body limit.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/{id}", get(transcript).delete(delete_session))
+        .route("/v1/sessions/{id}/messages", post(post_message))
+        .route("/v1/sessions/{id}/stop", post(stop))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .layer(DefaultBodyLimit::max(app.settings.max_body_bytes))
+        .with_state(app)
+}
+
+fn no_session(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no session `{id}`; create one with POST /v1/sessions"),
+    )
+}
+
+/// An error answered as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn json(rejection: JsonRejection, limit: usize) -> Self {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                status,
+                "request_too_large",
+                format!("the request body is over {limit} bytes (server.max_body_bytes)"),
+            );
+        }
+        ApiError::new(status, "invalid_request", rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"type": self.kind, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+/// Checks the bearer token (not for `/healthz`) and counts every answer by status.
+async fn guard(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let open = req.uri().path() == "/healthz";
+    let response = match (&app.token, open) {
+        (Some(token), false) if !authorized(&headers, token) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token: send `Authorization: Bearer <token>`",
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    };
+    app.metrics.http_request(response.status().as_u16());
+    response
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| given.trim() == token)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    app.metrics.set_sessions(app.sessions().len());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn create_session(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    {
+        let mut sessions = app.sessions();
+        if sessions.len() >= app.settings.max_sessions {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                format!(
+                    "{} sessions are open, the most this host allows (server.max_sessions); delete one first",
+                    sessions.len()
+                ),
+            ));
+        }
+        app.hub.track(&id);
+        let session = app.runtime.open_session(id.as_str());
+        sessions.insert(id.clone(), session);
+        app.metrics.set_sessions(sessions.len());
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageBody {
+    content: String,
+}
+
+async fn post_message(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Result<Json<MessageBody>, JsonRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Json(body) = body.map_err(|r| ApiError::json(r, app.settings.max_body_bytes))?;
+    if body.content.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`content` is empty",
+        ));
+    }
+    let chars = body.content.chars().count();
+    if chars > app.settings.max_message_chars {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_long",
+            format!(
+                "the message is {chars} characters; the limit is {} (server.max_message_chars)",
+                app.settings.max_message_chars
+            ),
+        ));
+    }
+    let session = app.session(&id)?;
+    // Subscribe before sending, so no event of the turn is missed.
+    let mut events = app.hub.subscribe(&id);
+    let answer = session.send(body.content);
+    let (tx, rx) = mpsc::channel::<SseEvent>(256);
+    tokio::spawn(async move {
+        let answer = answer.wait();
+        tokio::pin!(answer);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                biased;
+                item = events.recv(), if watching => match item {
+                    Ok(item) => {
+                        if let Some(e) = sse(&item) {
+                            if tx.send(e).await.is_err() {
+                                return; // the client went away; the turn goes on
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        let e = SseEvent::default()
+                            .event("error")
+                            .data(json!({"message": format!("{n} events were dropped: the client reads too slowly")}).to_string());
+                        if tx.send(e).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Closed) => watching = false,
+                },
+                end = &mut answer => {
+                    while let Ok(item) = events.try_recv() {
+                        if let Some(e) = sse(&item) {
+                            if tx.send(e).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    let last = match end {
+                        Ok(end) => SseEvent::default().event("turn_complete").data(
+                            json!({
+                                "turn": end.turn,
+                                "outcome": end.outcome,
+                                "steps": end.steps,
+                                "reply": end.reply,
+                                "error": end.error,
+                            })
+                            .to_string(),
+                        ),
+                        Err(closed) => SseEvent::default()
+                            .event("error")
+                            .data(json!({"message": closed.to_string()}).to_string()),
+                    };
+                    let _ = tx.send(last).await;
+                    return;
+                }
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The server-sent event for one item of a session, if clients of a turn see it.
+fn sse(item: &Streamed) -> Option<SseEvent> {
+    let (name, data) = match item {
+        Streamed::Token { turn, text } => ("token", json!({"turn": turn, "text": text})),
+        Streamed::Event(e) => {
+            let name = match &e.kind {
+                EventKind::ToolCalled { .. } => "tool_call",
+                EventKind::ToolResult { .. } => "tool_result",
+                EventKind::InjectionEnqueued { .. }
+                | EventKind::InjectionDelivered { .. }
+                | EventKind::InjectionSuperseded { .. }
+                | EventKind::InjectionStale { .. }
+                | EventKind::InjectionRejected { .. }
+                | EventKind::InjectionUndelivered { .. } => "injection",
+                EventKind::AnalyzerRun { .. } => "analyzer",
+                EventKind::Error { .. } => "error",
+                _ => return None,
+            };
+            (name, serde_json::to_value(e).ok()?)
+        }
+    };
+    Some(SseEvent::default().event(name).data(data.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+struct TranscriptQuery {
+    include: Option<String>,
+}
+
+async fn transcript(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<TranscriptQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let with_injections = match q.include.as_deref() {
+        None | Some("") => false,
+        Some("injections") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("`include={other}` is not known; the only value is `injections`"),
+            ))
+        }
+    };
+    let session = app.session(&id)?;
+    let history = session
+        .history()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::GONE, "session_closed", e.to_string()))?;
+    let messages: Vec<Value> = history
+        .iter()
+        .filter(|m| matches!(m.origin, Origin::User | Origin::Assistant) && !m.content.is_empty())
+        .map(|m| json!({"role": m.role, "content": m.content}))
+        .collect();
+    let mut out = json!({"id": id, "messages": messages});
+    if with_injections {
+        out["injections"] = Value::Array(app.hub.injections(&id));
+    }
+    Ok(Json(out))
+}
+
+async fn stop(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.session(&id)?.stop();
+    Ok(Json(json!({"id": id, "stopping": true})))
+}
+
+async fn delete_session(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let session = app.sessions().remove(&id);
+    let Some(session) = session else {
+        return Err(no_session(&id));
+    };
+    session.close().await;
+    app.hub.remove(&id);
+    app.metrics.set_sessions(app.sessions().len());
+    Ok(Json(json!({"id": id, "deleted": true})))
+}
