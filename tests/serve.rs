@@ -58,6 +58,15 @@ fn a_session_streams_its_turns_as_server_sent_events_and_shows_its_transcript() 
     assert_eq!(health["status"], "ok");
 
     let id = created_id(http.post(server.url("/v1/sessions")));
+    // A live feed of the whole session, read until the session is deleted.
+    let feed = {
+        let r = http
+            .get(server.url(&format!("/v1/sessions/{id}/events")))
+            .send()
+            .expect("events");
+        assert_eq!(r.status(), StatusCode::OK);
+        std::thread::spawn(move || read_sse(r))
+    };
 
     let say = |content: &str| {
         let r = http
@@ -171,6 +180,27 @@ fn a_session_streams_its_turns_as_server_sent_events_and_shows_its_transcript() 
         .send()
         .expect("delete");
     assert_eq!(deleted.status(), StatusCode::OK);
+    let feed = feed
+        .join()
+        .expect("the feed ends when the session is deleted");
+    let names: Vec<&str> = feed.iter().map(|e| e.name.as_str()).collect();
+    for name in [
+        "turn_started",
+        "token",
+        "injection",
+        "turn_ended",
+        "session_closed",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    // Every run of the analyzer is in the feed, also those that end between turns.
+    assert_eq!(
+        feed.iter()
+            .filter(|e| e.name == "analyzer" && e.data["analyzer"] == "notes")
+            .count(),
+        2,
+        "{names:?}"
+    );
     let gone = http
         .get(server.url(&format!("/v1/sessions/{id}")))
         .send()

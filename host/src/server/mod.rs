@@ -4,6 +4,8 @@
 //! - `POST /v1/sessions/{id}/messages` with `{"content": "..."}` → a server-sent-event
 //!   stream of the turn: `token`, `tool_call`, `tool_result`, `injection`, `analyzer`,
 //!   `error`, and last `turn_complete`
+//! - `GET /v1/sessions/{id}/events` → a server-sent-event stream of everything the session
+//!   does from now on, until it is deleted (a live feed: every turn, run and injection)
 //! - `GET /v1/sessions/{id}[?include=injections]` → the visible transcript, and with
 //!   `include=injections` every injection with its provenance
 //! - `POST /v1/sessions/{id}/stop`, `DELETE /v1/sessions/{id}`
@@ -112,6 +114,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions", post(create_session))
         .route("/v1/sessions/{id}", get(transcript).delete(delete_session))
         .route("/v1/sessions/{id}/messages", post(post_message))
+        .route("/v1/sessions/{id}/events", get(session_events))
         .route("/v1/sessions/{id}/stop", post(stop))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
@@ -281,7 +284,7 @@ async fn post_message(
                 biased;
                 item = events.recv(), if watching => match item {
                     Ok(item) => {
-                        if let Some(e) = sse(&item) {
+                        if let Some(e) = sse(&item, false) {
                             if tx.send(e).await.is_err() {
                                 return; // the client went away; the turn goes on
                             }
@@ -299,7 +302,7 @@ async fn post_message(
                 },
                 end = &mut answer => {
                     while let Ok(item) = events.try_recv() {
-                        if let Some(e) = sse(&item) {
+                        if let Some(e) = sse(&item, false) {
                             if tx.send(e).await.is_err() {
                                 return;
                             }
@@ -334,8 +337,39 @@ async fn post_message(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// The server-sent event for one item of a session, if clients of a turn see it.
-fn sse(item: &Streamed) -> Option<SseEvent> {
+/// Every event of a session from now on, until the session is deleted.
+async fn session_events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    app.session(&id)?;
+    let events = app.hub.subscribe(&id);
+    let stream = futures_util::stream::unfold(events, |mut events| async move {
+        loop {
+            match events.recv().await {
+                Ok(item) => {
+                    if let Some(e) = sse(&item, true) {
+                        return Some((Ok(e), events));
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let e = SseEvent::default().event("error").data(
+                        json!({"message": format!("{n} events were dropped: the client reads too slowly")})
+                            .to_string(),
+                    );
+                    return Some((Ok(e), events));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The server-sent event for one item of a session: the events a message's stream carries,
+/// and with `all` every other event too, named by its type (`turn_started`, `turn_ended`,
+/// `hook_fired`, ...).
+fn sse(item: &Streamed, all: bool) -> Option<SseEvent> {
     let (name, data) = match item {
         Streamed::Token { turn, text } => ("token", json!({"turn": turn, "text": text})),
         Streamed::Event(e) => {
@@ -350,9 +384,15 @@ fn sse(item: &Streamed) -> Option<SseEvent> {
                 | EventKind::InjectionUndelivered { .. } => "injection",
                 EventKind::AnalyzerRun { .. } => "analyzer",
                 EventKind::Error { .. } => "error",
+                _ if all => "",
                 _ => return None,
             };
-            (name, serde_json::to_value(e).ok()?)
+            let data = serde_json::to_value(e).ok()?;
+            if name.is_empty() {
+                let name = data["type"].as_str().unwrap_or("event").to_string();
+                return Some(SseEvent::default().event(name).data(data.to_string()));
+            }
+            (name, data)
         }
     };
     Some(SseEvent::default().event(name).data(data.to_string()))
