@@ -15,7 +15,8 @@
 //! The hybrid part needs `models/all-MiniLM-L6-v2.gguf` (`scripts/fetch-model`) and is
 //! skipped without it. Each query is embedded by the model, as in use; the 100,000 passage
 //! vectors are random unit vectors (a fixed seed) rather than embeddings, which would take
-//! over an hour to compute here: the exhaustive scan costs the same whatever the values.
+//! over an hour to compute here: the sign-bit pass over all rows and the exact ranking of a
+//! fixed number of candidates cost the same whatever the values.
 //! It prints the latency of embedding a query alone and of the whole hybrid search.
 
 use std::path::Path;
@@ -213,16 +214,12 @@ fn run() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let embedder = std::sync::Arc::new(
-        Embedder::load(
-            &model,
-            std::env::var("EMBED_THREADS")
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(2),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let threads = std::env::var("EMBED_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let embedder =
+        std::sync::Arc::new(Embedder::load(&model, threads).map_err(|e| anyhow::anyhow!("{e}"))?);
     let mut vectors = Vectors::new(embedder.dim());
     let mut v = vec![0f32; embedder.dim()];
     for id in ids {
@@ -241,10 +238,27 @@ fn run() -> anyhow::Result<()> {
     vectors.write(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let kb = kb.with_embedder(embedder.clone(), 0.8)?;
     println!(
-        "hybrid: {} passage vectors of {} dimensions, 2 threads",
+        "hybrid: {} passage vectors of {} dimensions, {threads} embedding threads",
         vectors.len(),
         vectors.dim()
     );
+    // The vector search alone, on the queries' own vectors: by sign bits then exactly (as
+    // searches run), and exhaustively, for the ratio.
+    let embedded: std::collections::HashMap<&str, Vec<f32>> = queries
+        .iter()
+        .map(|q| {
+            let v = embedder.embed(&[q]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok((q.as_str(), v.into_iter().next().unwrap_or_default()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    vectors.prepare();
+    let vector_of = |q: &str| embedded.get(q).map(Vec::as_slice).unwrap_or_default();
+    measure("nearest 20, sign bits", ROUNDS, &queries, |q| {
+        Ok(vectors.nearest(vector_of(q), 20).len())
+    })?;
+    measure("nearest 20, exhaustive", HYBRID_ROUNDS, &queries, |q| {
+        Ok(vectors.nearest_exact(vector_of(q), 20).len())
+    })?;
     measure("embed query", HYBRID_ROUNDS, &queries, |q| {
         Ok(embedder
             .embed(&[q])

@@ -461,6 +461,7 @@ impl KnowledgeBase {
                 ),
             ));
         }
+        vectors.prepare();
         self.semantic = Some(Semantic {
             embedder,
             vectors,
@@ -566,6 +567,8 @@ impl KnowledgeBase {
                 .map(|(score, address)| self.hit(&searcher, address, score, None))
                 .collect();
         };
+        // One after the other: the model's threads occupy every core while it embeds, and a
+        // word search beside them slows both.
         let lexical = self.top_bm25(&searcher, words.as_ref(), k.max(HYBRID_CANDIDATES))?;
         let q = sem
             .embedder
