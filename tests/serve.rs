@@ -215,20 +215,31 @@ fn a_token_is_required_limits_answer_json_errors_and_bad_requests_do_not_kill_th
     t.plugins(&["configurable"]);
     t.config(&config(
         "[server]\nauth_token_env = \"MURMUR_E2E_TOKEN\"\nmax_body_bytes = 2048\n\
-         max_message_chars = 100\nmax_sessions = 1\n",
+         max_message_chars = 100\nmax_sessions = 1\nmax_request_messages = 3\n",
     ));
     t.model_script(&[json!({"text": "ok"})]);
     let mut server = t.serve(&[("MURMUR_E2E_TOKEN", "s3cret")]);
     let http = client();
     let auth = |r: reqwest::blocking::RequestBuilder| r.bearer_auth("s3cret");
 
-    // /healthz is open; everything else needs the token.
+    // /healthz and the web page (which holds no data) are open; everything else needs
+    // the token.
     let h = http.get(server.url("/healthz")).send().expect("healthz");
     assert_eq!(h.status(), StatusCode::OK);
+    let page = http.get(server.url("/")).send().expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html")));
+    assert!(page.text().expect("html").contains("<title>Murmur</title>"));
     for r in [
         http.post(server.url("/v1/sessions")),
         http.post(server.url("/v1/sessions")).bearer_auth("wrong"),
         http.get(server.url("/metrics")),
+        http.post(server.url("/v1/chat/completions"))
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]})),
     ] {
         let r = r.send().expect("request");
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -243,6 +254,8 @@ fn a_token_is_required_limits_answer_json_errors_and_bad_requests_do_not_kill_th
     assert_eq!(error_type(&more.json().expect("json")), "too_many_sessions");
 
     let messages = server.url(&format!("/v1/sessions/{id}/messages"));
+    let completions = server.url("/v1/chat/completions");
+    let user = |content: &str| json!({"role": "user", "content": content});
     let cases: Vec<(reqwest::blocking::RequestBuilder, StatusCode, &str)> = vec![
         (
             auth(http.post(&messages)).json(&json!({"content": "x".repeat(101)})),
@@ -293,6 +306,52 @@ fn a_token_is_required_limits_answer_json_errors_and_bad_requests_do_not_kill_th
             auth(http.get(server.url("/v2/whatever"))),
             StatusCode::NOT_FOUND,
             "not_found",
+        ),
+        (
+            auth(http.post(&completions)).json(&json!({"messages": [user("a"), user("b"), user("c"), user("d")]})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_messages",
+        ),
+        (
+            auth(http.post(&completions)).json(&json!({"messages": [user(&"x".repeat(101))]})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_long",
+        ),
+        (
+            auth(http.post(&completions)).json(&json!({"messages": [{"role": "robot", "content": "x"}]})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            auth(http.post(&completions)).json(&json!({"messages": []})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            auth(http.post(&completions)).json(&json!({"messages": "hi"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            auth(http.post(&completions))
+                .header("x-murmur-session", "not a valid id!")
+                .json(&json!({"messages": [user("hi")]})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            // The only session is one of the session API: a new conversation finds no room.
+            auth(http.post(&completions)).json(&json!({"messages": [user("hi")]})),
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+        ),
+        (
+            // Tool results for a session with no call waiting for one.
+            auth(http.post(&completions))
+                .header("x-murmur-session", id.as_str())
+                .json(&json!({"messages": [user("hi"), {"role": "tool", "tool_call_id": "c9", "content": "5"}]})),
+            StatusCode::CONFLICT,
+            "session_conflict",
         ),
     ];
     for (request, status, kind) in cases {

@@ -63,6 +63,41 @@ struct ServeArgs {
     /// Address and port to listen on (default: `[server] listen`, else 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    records: Records,
+}
+
+/// Records a run or a server may write.
+#[derive(Debug, clap::Args)]
+struct Records {
+    /// Write every model input as one JSON line (overrides `record_model_input`).
+    #[arg(long, value_name = "OUT.jsonl")]
+    record_model_input: Option<PathBuf>,
+    /// Write every event as one JSON line.
+    #[arg(long, value_name = "OUT.jsonl")]
+    events: Option<PathBuf>,
+}
+
+impl Records {
+    /// The observers that write the records asked for here or in the config.
+    fn observers(&self, config: &Config) -> anyhow::Result<Vec<Arc<dyn Observer>>> {
+        let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
+        let inputs = self
+            .record_model_input
+            .as_ref()
+            .or(config.record_model_input.as_ref());
+        for (path, what) in [
+            (inputs, JsonlContent::ModelInputs),
+            (self.events.as_ref(), JsonlContent::Events),
+        ] {
+            if let Some(path) = path {
+                let w = JsonlWriter::create(path, what)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                observers.push(Arc::new(w));
+            }
+        }
+        Ok(observers)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,12 +127,8 @@ struct RunArgs {
     /// The conversation: one user message per line, `@wait 250ms` to idle, `#` comments.
     #[arg(long, short, value_name = "CONVERSATION")]
     script: PathBuf,
-    /// Write every model input as one JSON line (overrides `record_model_input`).
-    #[arg(long, value_name = "OUT.jsonl")]
-    record_model_input: Option<PathBuf>,
-    /// Write every event as one JSON line.
-    #[arg(long, value_name = "OUT.jsonl")]
-    events: Option<PathBuf>,
+    #[command(flatten)]
+    records: Records,
     /// Session id.
     #[arg(long, default_value = "session-1")]
     session: String,
@@ -293,20 +324,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         vec![Arc::new(TracingLog), Arc::new(TranscriptPrinter)];
     let stats = Arc::new(Stats::default());
     observers.push(stats.clone());
-    if let Some(path) = args
-        .record_model_input
-        .as_ref()
-        .or(config.record_model_input.as_ref())
-    {
-        let w = JsonlWriter::create(path, JsonlContent::ModelInputs)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        observers.push(Arc::new(w));
-    }
-    if let Some(path) = &args.events {
-        let w = JsonlWriter::create(path, JsonlContent::Events)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        observers.push(Arc::new(w));
-    }
+    observers.extend(args.records.observers(&config)?);
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -383,6 +401,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let prepared = Prepared::load(&config)?;
+    let records = args.records.observers(&config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -390,8 +409,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio.block_on(async {
         let hub = Arc::new(EventHub::default());
         let metrics = Arc::new(Metrics::default());
-        let observers: Vec<Arc<dyn Observer>> =
+        let mut observers: Vec<Arc<dyn Observer>> =
             vec![Arc::new(TracingLog), hub.clone(), metrics.clone()];
+        observers.extend(records);
         let runtime = prepared.runtime(&config, observers);
         let app = server::App::new(runtime, hub, metrics, settings.clone(), token.clone());
         let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -39,6 +39,9 @@ pub enum TurnOutcome {
     Error,
     /// The model still called tools after `max_steps` steps.
     MaxSteps,
+    /// The model called tools that the client runs (an HTTP client's own tools); the
+    /// client's results resume the conversation in a new turn (S11).
+    ToolCalls,
 }
 
 /// How an analyzer run ended.
@@ -245,7 +248,10 @@ impl JsonlWriter {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let result = serde_json::to_writer(&mut *out, value)
             .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
+            .and_then(|()| out.write_all(b"\n"))
+            // Whole lines reach the file as they are made: a reader following a running
+            // server's record never sees half a line, and a killed process loses nothing.
+            .and_then(|()| out.flush());
         if let Err(e) = result {
             tracing::error!("cannot write {:?} log: {e}", self.what);
         }

@@ -12,7 +12,7 @@ use crate::analyzer::AnalyzerEntry;
 use crate::events::{Event, EventKind, Observer};
 use crate::model::{ModelProvider, ToolSpec};
 use crate::services::ServiceHub;
-use crate::session::driver::Session;
+use crate::session::driver::{Seed, Session};
 use crate::session::machine::SessionSettings;
 use crate::session::runs::SlotSpec;
 use crate::state::StateStore;
@@ -155,7 +155,17 @@ impl Runtime {
 
     /// Opens a session with this id; its actor runs until [`Session::close`].
     pub fn open_session(&self, id: impl Into<Arc<str>>) -> Session {
-        Session::spawn(self.shared.clone(), id.into())
+        Session::spawn(self.shared.clone(), id.into(), Seed::default())
+    }
+
+    /// Opens a session that continues a conversation begun elsewhere.
+    pub fn open_session_with(&self, id: impl Into<Arc<str>>, seed: Seed) -> Session {
+        Session::spawn(self.shared.clone(), id.into(), seed)
+    }
+
+    /// The names of the host's tools (`[[tool]]` tables).
+    pub fn tool_names(&self) -> impl Iterator<Item = &str> {
+        self.shared.tools.iter().map(|t| t.spec.name.as_str())
     }
 
     /// The configured analyzers.

@@ -295,6 +295,49 @@ pub fn messages(input: &Value) -> &[Value] {
         .unwrap_or_else(|| panic!("no `messages` array in {input}"))
 }
 
+/// The folder of Python packages a test's client uses, installed by `scripts/setup --tests`
+/// into `<workspace>/.cache/<dir>`, or `MURMUR_<DIR>_PYTHONPATH` (`openai-server` →
+/// `MURMUR_OPENAI_SERVER_PYTHONPATH`). Panics, naming the fix, when `module` is not there.
+pub fn python_packages(dir: &str, module: &str) -> PathBuf {
+    let var = format!("MURMUR_{}_PYTHONPATH", dir.to_uppercase().replace('-', "_"));
+    let path = std::env::var_os(&var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache").join(dir));
+    assert!(
+        path.join(module).is_dir(),
+        "the Python package `{module}` is not installed in {} ({var} overrides it): run \
+         scripts/setup --tests (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a Python test client, `tests/<script>`, with the packages of `.cache/<packages>`
+/// (see [`python_packages`]) and these arguments, and parses the one JSON object it prints.
+/// Panics with its stderr and `context` (say, the server's log) when it fails.
+pub fn python_client(
+    script: &str,
+    packages: (&str, &str),
+    args: &[&OsStr],
+    context: impl Fn() -> String,
+) -> Value {
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let out = Command::new(python)
+        .arg(workspace_root().join("tests").join(script))
+        .args(args)
+        .env("PYTHONPATH", python_packages(packages.0, packages.1))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 for {script}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed: {stderr}\n--- context ---\n{}",
+        context()
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON object ({e}): {stderr}"))
+}
+
 /// A temporary folder laid out for one `murmur` run: `plugins/`, config, scripts, records.
 /// Deleted on drop; set `MURMUR_E2E_KEEP=1` to keep the folders of failing tests.
 #[derive(Debug)]

@@ -8,12 +8,11 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::{model_path, workspace_root};
+use crate::{model_path, python_packages, workspace_root};
 
 /// The longest the server may take to load the model and start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -24,21 +23,6 @@ pub struct OpenAiServer {
     child: Child,
     url: String,
     stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-/// Where the server's Python package is installed: `MURMUR_OPENAI_SERVER_PYTHONPATH` or
-/// `<workspace>/.cache/openai-server`.
-pub fn python_path() -> PathBuf {
-    let dir = std::env::var_os("MURMUR_OPENAI_SERVER_PYTHONPATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".cache").join("openai-server"));
-    assert!(
-        dir.join("xllamacpp").is_dir(),
-        "the test server package is not installed in {}: run scripts/setup (the README's \
-         test command does)",
-        dir.display()
-    );
-    dir
 }
 
 impl OpenAiServer {
@@ -53,7 +37,7 @@ impl OpenAiServer {
             .arg(&script)
             .arg(model_path())
             .args(["--ctx", &ctx.to_string()])
-            .env("PYTHONPATH", python_path())
+            .env("PYTHONPATH", python_packages("openai-server", "xllamacpp"))
             // OpenMP threads sleep instead of spinning: the machine is shared with the tests.
             .env("OMP_WAIT_POLICY", "PASSIVE")
             .stdin(Stdio::null())

@@ -107,6 +107,8 @@ pub struct ServerSettings {
     pub max_message_chars: usize,
     /// Most sessions open at once.
     pub max_sessions: usize,
+    /// Most messages in one `/v1/chat/completions` request.
+    pub max_request_messages: usize,
 }
 
 impl Default for ServerSettings {
@@ -117,6 +119,7 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             max_message_chars: 32_000,
             max_sessions: 256,
+            max_request_messages: 1000,
         }
     }
 }
@@ -563,6 +566,12 @@ impl Resolver<'_> {
                 "server.max_sessions",
                 1,
                 d.max_sessions as u32,
+            ) as usize,
+            max_request_messages: self.positive(
+                raw.max_request_messages.as_ref(),
+                "server.max_request_messages",
+                1,
+                d.max_request_messages as u32,
             ) as usize,
         }
     }

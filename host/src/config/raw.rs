@@ -44,6 +44,7 @@ pub struct RawServer {
     pub max_body_bytes: Option<Spanned<i64>>,
     pub max_message_chars: Option<Spanned<i64>>,
     pub max_sessions: Option<Spanned<i64>>,
+    pub max_request_messages: Option<Spanned<i64>>,
 }
 
 /// `[knowledge]`.

@@ -418,6 +418,15 @@ fn messages(input: &ModelInput) -> Vec<Value> {
     out
 }
 
+/// A tool call as the OpenAI API writes it: the arguments are a JSON string.
+pub fn wire_tool_call(c: &ToolCall) -> Value {
+    json!({
+        "id": c.id,
+        "type": "function",
+        "function": {"name": c.name, "arguments": c.arguments.to_string()},
+    })
+}
+
 fn message(m: &ContextMessage) -> Value {
     match m.role {
         Role::Tool => json!({
@@ -426,17 +435,7 @@ fn message(m: &ContextMessage) -> Value {
             "content": m.content,
         }),
         Role::Assistant if !m.tool_calls.is_empty() => {
-            let calls: Vec<Value> = m
-                .tool_calls
-                .iter()
-                .map(|c| {
-                    json!({
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments.to_string()},
-                    })
-                })
-                .collect();
+            let calls: Vec<Value> = m.tool_calls.iter().map(wire_tool_call).collect();
             json!({
                 "role": "assistant",
                 "content": if m.content.is_empty() { Value::Null } else { json!(m.content) },

@@ -9,12 +9,17 @@
 //! - `GET /v1/sessions/{id}[?include=injections]` → the visible transcript, and with
 //!   `include=injections` every injection with its provenance
 //! - `POST /v1/sessions/{id}/stop`, `DELETE /v1/sessions/{id}`
+//! - `POST /v1/chat/completions`: the OpenAI chat-completions API, each conversation a
+//!   session ([`completions`])
 //! - `GET /healthz`, `GET /metrics` (Prometheus text format)
+//! - `GET /`: a web page to chat and watch the analyzers' injections arrive (`web/`)
 //!
 //! Every error is a JSON body `{"error": {"type": ..., "message": ...}}` with a 4xx or 5xx
 //! status. With `[server] auth_token_env`, every endpoint but `/healthz` needs
-//! `Authorization: Bearer <token>`.
+//! `Authorization: Bearer <token>`; the web page itself holds no data and asks for the
+//! token when the API wants one.
 
+pub mod completions;
 pub mod hub;
 pub mod metrics;
 
@@ -38,8 +43,10 @@ use tokio::sync::mpsc;
 
 use crate::config::ServerSettings;
 use crate::events::EventKind;
+use crate::session::driver::Seed;
 use crate::session::Session;
 use crate::Runtime;
+use completions::Conversations;
 use hub::{EventHub, Streamed};
 use metrics::Metrics;
 use murmur_plugin_api::Origin;
@@ -48,6 +55,7 @@ use murmur_plugin_api::Origin;
 pub struct App {
     runtime: Runtime,
     sessions: Mutex<HashMap<String, Session>>,
+    conversations: Mutex<Conversations>,
     hub: Arc<EventHub>,
     metrics: Arc<Metrics>,
     settings: ServerSettings,
@@ -75,6 +83,7 @@ impl App {
         Arc::new(App {
             runtime,
             sessions: Mutex::new(HashMap::new()),
+            conversations: Mutex::new(Conversations::default()),
             hub,
             metrics,
             settings,
@@ -88,11 +97,70 @@ impl App {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn conversations(&self) -> std::sync::MutexGuard<'_, Conversations> {
+        self.conversations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn session(&self, id: &str) -> Result<Session, ApiError> {
         self.sessions()
             .get(id)
             .cloned()
             .ok_or_else(|| no_session(id))
+    }
+
+    /// Opens a session. `derived`: opened for a `/v1/chat/completions` conversation, whose
+    /// stateless client never deletes it. When `max_sessions` are open, the least recently
+    /// used idle derived session is closed to make room; without one, the answer is 429.
+    fn open(&self, id: &str, seed: Seed, derived: bool) -> Result<Session, ApiError> {
+        let mut sessions = self.sessions();
+        if sessions.len() >= self.settings.max_sessions {
+            let evicted = self
+                .conversations()
+                .evictable()
+                .and_then(|old| sessions.remove(&old).map(|s| (old, s)));
+            let Some((old, session)) = evicted else {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    format!(
+                        "{} sessions are open, the most this host allows (server.max_sessions); delete one first",
+                        sessions.len()
+                    ),
+                ));
+            };
+            self.conversations().forget(&old);
+            let hub = self.hub.clone();
+            tokio::spawn(async move {
+                session.close().await;
+                hub.remove(&old);
+            });
+        }
+        self.hub.track(id);
+        let session = self.runtime.open_session_with(id, seed);
+        sessions.insert(id.to_string(), session.clone());
+        if derived {
+            self.conversations().adopt(id);
+        }
+        self.metrics.set_sessions(sessions.len());
+        Ok(session)
+    }
+
+    /// Refuses a message over `max_message_chars`.
+    fn check_length(&self, text: &str) -> Result<(), ApiError> {
+        let chars = text.chars().count();
+        if chars > self.settings.max_message_chars {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_long",
+                format!(
+                    "the message is {chars} characters; the limit is {} (server.max_message_chars)",
+                    self.settings.max_message_chars
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Closes every session (turns stop, `turn_complete` and `chat_end` work finishes) and
@@ -109,6 +177,7 @@ impl App {
 /// The router with every endpoint, the auth check and the body limit.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/sessions", post(create_session))
@@ -116,6 +185,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{id}/messages", post(post_message))
         .route("/v1/sessions/{id}/events", get(session_events))
         .route("/v1/sessions/{id}/stop", post(stop))
+        .route("/v1/chat/completions", post(completions::chat_completions))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(DefaultBodyLimit::max(app.settings.max_body_bytes))
@@ -177,7 +247,7 @@ async fn guard(
     req: Request,
     next: Next,
 ) -> Response {
-    let open = req.uri().path() == "/healthz";
+    let open = matches!(req.uri().path(), "/healthz" | "/");
     let response = match (&app.token, open) {
         (Some(token), false) if !authorized(&headers, token) => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -203,6 +273,11 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+/// The web page: chat on the left, the session's analyzer runs and injections on the right.
+async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("web/index.html"))
+}
+
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -221,23 +296,7 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
 
 async fn create_session(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    {
-        let mut sessions = app.sessions();
-        if sessions.len() >= app.settings.max_sessions {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                format!(
-                    "{} sessions are open, the most this host allows (server.max_sessions); delete one first",
-                    sessions.len()
-                ),
-            ));
-        }
-        app.hub.track(&id);
-        let session = app.runtime.open_session(id.as_str());
-        sessions.insert(id.clone(), session);
-        app.metrics.set_sessions(sessions.len());
-    }
+    app.open(&id, Seed::default(), false)?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
@@ -259,17 +318,7 @@ async fn post_message(
             "`content` is empty",
         ));
     }
-    let chars = body.content.chars().count();
-    if chars > app.settings.max_message_chars {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "message_too_long",
-            format!(
-                "the message is {chars} characters; the limit is {} (server.max_message_chars)",
-                app.settings.max_message_chars
-            ),
-        ));
-    }
+    app.check_length(&body.content)?;
     let session = app.session(&id)?;
     // Subscribe before sending, so no event of the turn is missed.
     let mut events = app.hub.subscribe(&id);
@@ -452,6 +501,7 @@ async fn delete_session(
     let Some(session) = session else {
         return Err(no_session(&id));
     };
+    app.conversations().forget(&id);
     session.close().await;
     app.hub.remove(&id);
     app.metrics.set_sessions(app.sessions().len());

@@ -14,11 +14,11 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::analyzer::{AnalyzerView, CancelFlag, RunError, RunRequest};
-use crate::events::{EventKind, RunOutcome};
+use crate::events::{EventKind, RunOutcome, TurnOutcome};
 use crate::model::{ContextMessage, ModelError, ModelInput, ModelReply, ModelRequest, ToolCall};
 use crate::runtime::Shared;
 use crate::session::compaction::{self, Compaction};
-use crate::session::machine::{Action, TurnEnd, TurnMachine};
+use crate::session::machine::{Action, TurnEnd, TurnMachine, TurnOptions};
 use crate::session::queue::Provenance;
 use crate::session::runs::{RunStart, RunTracker};
 
@@ -27,7 +27,13 @@ type View = Arc<AnalyzerView>;
 enum Command {
     User {
         text: String,
+        options: Arc<TurnOptions>,
         answered: oneshot::Sender<TurnEnd>,
+    },
+    ToolResults {
+        results: Vec<(String, String)>,
+        options: Arc<TurnOptions>,
+        answered: oneshot::Sender<Result<TurnEnd, String>>,
     },
     Stop,
     Transcript(oneshot::Sender<Vec<ContextMessage>>),
@@ -39,6 +45,16 @@ enum Command {
 pub struct Session {
     id: Arc<str>,
     tx: mpsc::UnboundedSender<Command>,
+}
+
+/// What a session starts from besides the configuration: a conversation begun elsewhere,
+/// such as the history an HTTP client sends with its first request.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    /// Replaces the configured system prompt.
+    pub system_prompt: Option<String>,
+    /// The conversation so far; the session's first turn follows it.
+    pub history: Vec<ContextMessage>,
 }
 
 /// The session ended before answering.
@@ -62,12 +78,28 @@ impl Answer {
     }
 }
 
+/// Why tool results did not resume a turn.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The session is closed.
+    #[error(transparent)]
+    Closed(#[from] SessionClosed),
+    /// The results do not fit the session's state (the reason says how).
+    #[error("{0}")]
+    Refused(String),
+}
+
 impl Session {
-    pub(crate) fn spawn(shared: Arc<Shared>, id: Arc<str>) -> Session {
+    pub(crate) fn spawn(shared: Arc<Shared>, id: Arc<str>, seed: Seed) -> Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut machine =
+            TurnMachine::with_history(id.clone(), shared.settings.clone(), seed.history, 0);
+        if let Some(prompt) = seed.system_prompt {
+            machine.set_system_prompt(prompt);
+        }
         let actor = Actor {
-            machine: TurnMachine::new(id.clone(), shared.settings.clone()),
+            machine,
             runs: RunTracker::new(shared.analyzers.len()),
             id: id.clone(),
             shared: shared.clone(),
@@ -95,16 +127,46 @@ impl Session {
     /// Sends a user message. It starts a turn, joins the running one at its next step
     /// boundary, or waits for a turn of its own (S30).
     pub fn send(&self, text: impl Into<String>) -> Answer {
+        self.send_with(text, TurnOptions::default())
+    }
+
+    /// Sends a user message whose turn uses these options (client tools, a reply schema,
+    /// sampling limits).
+    pub fn send_with(&self, text: impl Into<String>, options: TurnOptions) -> Answer {
         let (answered, rx) = oneshot::channel();
         // A closed session drops the sender; `Answer::wait` reports it.
         let _ = self.tx.send(Command::User {
             text: text.into(),
+            options: Arc::new(options),
             answered,
         });
         Answer {
             session: self.id.clone(),
             rx,
         }
+    }
+
+    /// Answers the client-run tool calls a turn ended with ([`TurnOutcome::ToolCalls`]) with
+    /// `(call id, output)` pairs, and waits for the end of the turn they resume (S11).
+    ///
+    /// [`TurnOutcome::ToolCalls`]: crate::events::TurnOutcome::ToolCalls
+    pub async fn tool_results(
+        &self,
+        results: Vec<(String, String)>,
+        options: TurnOptions,
+    ) -> Result<TurnEnd, ResumeError> {
+        let (answered, rx) = oneshot::channel();
+        let closed = || SessionClosed(self.id.to_string());
+        self.tx
+            .send(Command::ToolResults {
+                results,
+                options: Arc::new(options),
+                answered,
+            })
+            .map_err(|_| closed())?;
+        rx.await
+            .map_err(|_| closed())?
+            .map_err(ResumeError::Refused)
     }
 
     /// Stops the running turn, if any (S36).
@@ -156,6 +218,26 @@ enum Wake {
     Shutdown,
 }
 
+/// Who waits for the end of a turn.
+enum Waiter {
+    User(oneshot::Sender<TurnEnd>),
+    Resume(oneshot::Sender<Result<TurnEnd, String>>),
+}
+
+impl Waiter {
+    fn answer(self, end: TurnEnd) {
+        // A waiter that went away no longer wants the answer.
+        match self {
+            Waiter::User(tx) => {
+                let _ = tx.send(end);
+            }
+            Waiter::Resume(tx) => {
+                let _ = tx.send(Ok(end));
+            }
+        }
+    }
+}
+
 struct Actor {
     id: Arc<str>,
     shared: Arc<Shared>,
@@ -169,7 +251,7 @@ struct Actor {
     partial: String,
     tools_task: Option<JoinHandle<Vec<Result<String, String>>>>,
     wake: Option<Instant>,
-    waiters: Vec<(u64, oneshot::Sender<TurnEnd>)>,
+    waiters: Vec<(u64, Waiter)>,
     closing: Option<Option<oneshot::Sender<()>>>,
     chat_ended: bool,
 }
@@ -232,11 +314,29 @@ impl Actor {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::User { text, answered } => {
-                let (seq, actions) = self.machine.user_message(text);
-                self.waiters.push((seq, answered));
+            Command::User {
+                text,
+                options,
+                answered,
+            } => {
+                let (seq, actions) = self.machine.user_message_with(text, options);
+                self.waiters.push((seq, Waiter::User(answered)));
                 self.perform(actions);
             }
+            Command::ToolResults {
+                results,
+                options,
+                answered,
+            } => match self.machine.client_results(results, options) {
+                Ok((seq, actions)) => {
+                    self.waiters.push((seq, Waiter::Resume(answered)));
+                    self.perform(actions);
+                }
+                Err(why) => {
+                    self.flush_events();
+                    let _ = answered.send(Err(why));
+                }
+            },
             Command::Stop => self.stop(),
             Command::Transcript(reply) => {
                 let _ = reply.send(self.machine.history().to_vec());
@@ -370,10 +470,12 @@ impl Actor {
                     let (tx, rx) = mpsc::unbounded_channel();
                     self.partial.clear();
                     self.chunks = Some(rx);
+                    let options = self.machine.options().cloned().unwrap_or_default();
                     self.model_task = Some(tokio::spawn(call_model(
                         self.shared.clone(),
                         self.id.clone(),
                         input,
+                        options,
                         tx,
                     )));
                 }
@@ -391,11 +493,13 @@ impl Actor {
                     }
                 }
                 Action::TurnEnded(end) => {
-                    if self
-                        .shared
-                        .slots
-                        .iter()
-                        .any(|s| s.wants(Hook::TurnComplete, end.turn))
+                    // A turn that waits for the client's tool results has no final reply.
+                    if end.outcome != TurnOutcome::ToolCalls
+                        && self
+                            .shared
+                            .slots
+                            .iter()
+                            .any(|s| s.wants(Hook::TurnComplete, end.turn))
                     {
                         let view = self.view();
                         self.runs.turn_ended(end.turn, Instant::now(), view);
@@ -404,8 +508,8 @@ impl Actor {
                         .into_iter()
                         .partition(|(seq, _)| *seq <= end.answered_upto);
                     self.waiters = waiting;
-                    for (_, tx) in answered {
-                        let _ = tx.send(end.clone());
+                    for (_, waiter) in answered {
+                        waiter.answer(end.clone());
                     }
                 }
             }
@@ -569,6 +673,7 @@ async fn call_model(
     shared: Arc<Shared>,
     session: Arc<str>,
     input: Arc<ModelInput>,
+    options: Arc<TurnOptions>,
     chunks: mpsc::UnboundedSender<String>,
 ) -> ModelOutcome {
     let (input, compaction) =
@@ -594,10 +699,21 @@ async fn call_model(
     for o in &shared.observers {
         o.model_input(&input);
     }
-    let reply = shared
-        .model
-        .call(ModelRequest::new(input, shared.tool_specs.clone(), chunks))
-        .await;
+    let tools = if options.client_tools.is_empty() {
+        shared.tool_specs.clone()
+    } else {
+        shared
+            .tool_specs
+            .iter()
+            .chain(options.client_tools.iter())
+            .cloned()
+            .collect()
+    };
+    let mut request = ModelRequest::new(input, tools, chunks);
+    request.json_schema = options.json_schema.clone();
+    request.max_tokens = options.max_tokens.or(request.max_tokens);
+    request.temperature = options.temperature.or(request.temperature);
+    let reply = shared.model.call(request).await;
     ModelOutcome { compaction, reply }
 }
 

@@ -12,7 +12,7 @@ use murmur_plugin_api::{Hook, Injection, Origin, Role};
 
 use crate::config::InstructionsPlacement;
 use crate::events::{Boundary, EventKind, TurnOutcome};
-use crate::model::{ContextMessage, ModelInput, ModelReply, ToolCall};
+use crate::model::{ContextMessage, ModelInput, ModelReply, ToolCall, ToolSpec, Usage};
 use crate::session::compaction::{Compaction, CompactionSettings};
 use crate::session::queue::{InjectQueue, Lane, Provenance, Queued};
 
@@ -29,6 +29,28 @@ pub struct SessionSettings {
     pub placement: InstructionsPlacement,
     /// What to do when a step's input does not fit the model's context window.
     pub compaction: CompactionSettings,
+}
+
+/// What one turn asks of the model beyond the session's settings: the tools of an HTTP
+/// client that runs them itself, a JSON schema the reply must follow, sampling limits. A
+/// message without options uses the defaults: host tools only, free text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnOptions {
+    /// Tools the client runs: a step that calls one ends the turn with
+    /// [`TurnOutcome::ToolCalls`], and the client's results resume it (S11).
+    pub client_tools: Arc<[ToolSpec]>,
+    /// The reply must be JSON that matches this schema.
+    pub json_schema: Option<serde_json::Value>,
+    /// Most tokens per model call.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+}
+
+impl TurnOptions {
+    fn is_client_tool(&self, name: &str) -> bool {
+        self.client_tools.iter().any(|t| t.name == name)
+    }
 }
 
 /// What the driver must do next.
@@ -73,6 +95,10 @@ pub struct TurnEnd {
     pub error: Option<String>,
     /// Every user message with a sequence number up to this one has been answered.
     pub answered_upto: u64,
+    /// With [`TurnOutcome::ToolCalls`]: the calls the client must run and answer.
+    pub tool_calls: Vec<ToolCall>,
+    /// Tokens the turn's model calls used, summed.
+    pub usage: Usage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +114,11 @@ struct Running {
     instructions: String,
     phase: Phase,
     pending_calls: Vec<ToolCall>,
+    /// Calls of the current step that the client runs (see [`TurnOptions::client_tools`]).
+    client_calls: Vec<ToolCall>,
     answered_upto: u64,
+    options: Arc<TurnOptions>,
+    usage: Usage,
 }
 
 /// One session's conversation state and turn logic.
@@ -100,11 +130,14 @@ pub struct TurnMachine {
     queue: InjectQueue,
     turns: u64,
     running: Option<Running>,
-    /// User messages waiting for a turn of their own, with their sequence numbers (S30).
-    waiting: VecDeque<(u64, String)>,
+    /// User messages waiting for a turn of their own, with their sequence numbers and turn
+    /// options (S30).
+    waiting: VecDeque<(u64, String, Arc<TurnOptions>)>,
     /// User messages waiting for the next step boundary of the running turn (S30).
     steer: Vec<(u64, String)>,
     user_seq: u64,
+    /// Replaces `settings.system_prompt` for this session (an HTTP client's own).
+    system_prompt: Option<String>,
     events: Vec<EventKind>,
 }
 
@@ -121,6 +154,7 @@ impl TurnMachine {
             waiting: VecDeque::new(),
             steer: Vec::new(),
             user_seq: 0,
+            system_prompt: None,
             events: Vec::new(),
         }
     }
@@ -137,6 +171,37 @@ impl TurnMachine {
             turns,
             ..TurnMachine::new(id, settings)
         }
+    }
+
+    /// Uses this system prompt instead of the configured one, from the next turn on.
+    pub fn set_system_prompt(&mut self, prompt: String) {
+        self.system_prompt = Some(prompt);
+    }
+
+    /// The options of the running turn.
+    pub fn options(&self) -> Option<&Arc<TurnOptions>> {
+        self.running.as_ref().map(|r| &r.options)
+    }
+
+    /// The tool calls at the end of the history that have no result yet: those of a turn
+    /// that ended with [`TurnOutcome::ToolCalls`], until the client answers them.
+    pub fn unanswered_calls(&self) -> Vec<&ToolCall> {
+        let Some(at) = self
+            .history
+            .iter()
+            .rposition(|m| m.role == Role::Assistant && !m.tool_calls.is_empty())
+        else {
+            return Vec::new();
+        };
+        let answered: Vec<&str> = self.history[at + 1..]
+            .iter()
+            .filter_map(|m| m.tool_call_id.as_deref())
+            .collect();
+        self.history[at]
+            .tool_calls
+            .iter()
+            .filter(|c| !answered.contains(&c.id.as_str()))
+            .collect()
     }
 
     /// Session id.
@@ -194,11 +259,21 @@ impl TurnMachine {
 
     /// A user message arrived. Returns its sequence number and what to do (S30).
     pub fn user_message(&mut self, text: String) -> (u64, Vec<Action>) {
+        self.user_message_with(text, Arc::default())
+    }
+
+    /// A user message with options for the turn it starts. A message that joins a running
+    /// turn (steering, S30) joins it with that turn's options.
+    pub fn user_message_with(
+        &mut self,
+        text: String,
+        options: Arc<TurnOptions>,
+    ) -> (u64, Vec<Action>) {
         self.user_seq += 1;
         let seq = self.user_seq;
         if self.running.is_none() {
             let mut actions = Vec::new();
-            self.begin_turn(seq, text, &mut actions);
+            self.begin_turn(seq, text, options, &mut actions);
             return (seq, actions);
         }
         let steer = self.settings.steering;
@@ -209,15 +284,91 @@ impl TurnMachine {
         if steer {
             self.steer.push((seq, text));
         } else {
-            self.waiting.push_back((seq, text));
+            self.waiting.push_back((seq, text, options));
         }
         (seq, Vec::new())
+    }
+
+    /// The client's results for the calls of a turn that ended with
+    /// [`TurnOutcome::ToolCalls`], as `(call id, output)`: they are appended in the order of
+    /// the calls and resume the turn (S11). Returns a sequence number that the resumed turn's
+    /// end answers, like a user message's. Refused, with the reason, while a turn runs or
+    /// when the results do not answer exactly the calls waiting for them.
+    pub fn client_results(
+        &mut self,
+        results: Vec<(String, String)>,
+        options: Arc<TurnOptions>,
+    ) -> Result<(u64, Vec<Action>), String> {
+        if self.running.is_some() {
+            return Err(
+                "a turn is running in this session; send tool results after it ends".into(),
+            );
+        }
+        let waiting: Vec<ToolCall> = self.unanswered_calls().into_iter().cloned().collect();
+        if waiting.is_empty() {
+            return Err("no tool call of this session is waiting for a result".into());
+        }
+        let ids: Vec<&str> = waiting.iter().map(|c| c.id.as_str()).collect();
+        let unknown: Vec<&str> = results
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| !ids.contains(id))
+            .collect();
+        let missing: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !results.iter().any(|(r, _)| r == id))
+            .collect();
+        if !unknown.is_empty() || !missing.is_empty() {
+            let list = |v: &[&str]| {
+                v.iter()
+                    .map(|id| format!("`{id}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut why = Vec::new();
+            if !missing.is_empty() {
+                why.push(format!("no result for {}", list(&missing)));
+            }
+            if !unknown.is_empty() {
+                why.push(format!(
+                    "results for calls that are not waiting: {}",
+                    list(&unknown)
+                ));
+            }
+            return Err(format!(
+                "the tool results do not answer the calls waiting for them ({}): {}",
+                list(&ids),
+                why.join("; ")
+            ));
+        }
+        let turn = self.turns;
+        for call in &waiting {
+            let Some((_, output)) = results.iter().find(|(id, _)| *id == call.id) else {
+                continue;
+            };
+            self.events.push(EventKind::ToolResult {
+                turn,
+                step: 0,
+                id: call.id.clone(),
+                name: call.name.clone(),
+                output: output.clone(),
+            });
+            self.history
+                .push(ContextMessage::tool(call, output.clone()));
+        }
+        self.user_seq += 1;
+        Ok((self.user_seq, self.resume_turn_with(options)))
     }
 
     /// Starts a turn whose input is the tool results the history ends with (a resumed tool
     /// step): instructions drain as at any turn boundary, context injections wait for the
     /// first step boundary (S11).
     pub fn resume_turn(&mut self) -> Vec<Action> {
+        self.resume_turn_with(Arc::default())
+    }
+
+    fn resume_turn_with(&mut self, options: Arc<TurnOptions>) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.running.is_some() || self.history.last().map(|m| m.role) != Some(Role::Tool) {
             return actions;
@@ -236,7 +387,10 @@ impl TurnMachine {
             instructions,
             phase: Phase::Model,
             pending_calls: Vec::new(),
+            client_calls: Vec::new(),
             answered_upto: self.user_seq,
+            options,
+            usage: Usage::default(),
         });
         actions.push(Action::CallModel(self.model_input()));
         actions.push(Action::Fire {
@@ -247,7 +401,27 @@ impl TurnMachine {
         actions
     }
 
-    fn begin_turn(&mut self, seq: u64, text: String, actions: &mut Vec<Action>) {
+    fn begin_turn(
+        &mut self,
+        seq: u64,
+        text: String,
+        options: Arc<TurnOptions>,
+        actions: &mut Vec<Action>,
+    ) {
+        // A client that answers its tool calls with a new message instead: every call still
+        // gets a result, so the history stays well-formed for the model.
+        let unanswered: Vec<ToolCall> = self.unanswered_calls().into_iter().cloned().collect();
+        for call in unanswered {
+            let output = "error: the client sent no result for this call";
+            self.events.push(EventKind::ToolResult {
+                turn: self.turns,
+                step: 0,
+                id: call.id.clone(),
+                name: call.name.clone(),
+                output: output.into(),
+            });
+            self.history.push(ContextMessage::tool(&call, output));
+        }
         self.turns += 1;
         let turn = self.turns;
         self.events.push(EventKind::TurnStarted {
@@ -263,7 +437,10 @@ impl TurnMachine {
             instructions,
             phase: Phase::Model,
             pending_calls: Vec::new(),
+            client_calls: Vec::new(),
             answered_upto: seq,
+            options,
+            usage: Usage::default(),
         });
         actions.push(Action::CallModel(self.model_input()));
         if turn == 1 {
@@ -295,7 +472,10 @@ impl TurnMachine {
     /// user message, if any. Returns the turn's system text.
     fn turn_instructions(&mut self, turn: u64, user: Option<String>) -> String {
         let drained = self.queue.drain(Lane::Instructions);
-        let mut instructions = self.settings.system_prompt.clone();
+        let mut instructions = self
+            .system_prompt
+            .clone()
+            .unwrap_or_else(|| self.settings.system_prompt.clone());
         if !drained.is_empty() {
             let text = drained
                 .iter()
@@ -397,6 +577,9 @@ impl TurnMachine {
             usage: reply.usage,
             tool_calls: reply.tool_calls.len(),
         });
+        r.usage.prompt_tokens += reply.usage.prompt_tokens;
+        r.usage.prompt_evaluated += reply.usage.prompt_evaluated;
+        r.usage.completion_tokens += reply.usage.completion_tokens;
         if reply.tool_calls.is_empty() {
             self.history
                 .push(ContextMessage::assistant(reply.text.clone(), Vec::new()));
@@ -417,7 +600,13 @@ impl TurnMachine {
             );
         }
         r.phase = Phase::Tools;
-        r.pending_calls = reply.tool_calls.clone();
+        let (client, host): (Vec<ToolCall>, Vec<ToolCall>) = reply
+            .tool_calls
+            .iter()
+            .cloned()
+            .partition(|c| r.options.is_client_tool(&c.name));
+        r.pending_calls = host.clone();
+        r.client_calls = client;
         let (turn, step) = (r.turn, r.step);
         for call in &reply.tool_calls {
             self.events.push(EventKind::ToolCalled {
@@ -427,13 +616,17 @@ impl TurnMachine {
             });
         }
         self.history.push(ContextMessage::assistant(
-            reply.text,
-            reply.tool_calls.clone(),
+            reply.text.clone(),
+            reply.tool_calls,
         ));
+        if host.is_empty() {
+            // Only the client's tools were called: the turn waits for the client.
+            return self.tools_finished(Vec::new());
+        }
         vec![Action::CallTools {
             turn,
             step,
-            calls: reply.tool_calls,
+            calls: host,
         }]
     }
 
@@ -478,6 +671,21 @@ impl TurnMachine {
         }
         if let Some(error) = failure {
             return self.end_turn(TurnOutcome::Error, String::new(), Some(error));
+        }
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|r| !r.client_calls.is_empty())
+        {
+            // The client runs the rest; its results resume the turn (S11).
+            let text = self
+                .history
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::Assistant && !m.tool_calls.is_empty())
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
+            return self.end_turn(TurnOutcome::ToolCalls, text, None);
         }
         // Step boundary: tool results (above), pending user messages, then context
         // injections (S12, S30).
@@ -557,13 +765,15 @@ impl TurnMachine {
             reply,
             error,
             answered_upto: r.answered_upto,
+            tool_calls: r.client_calls,
+            usage: r.usage,
         })];
         // Messages that found no further step start turns of their own, in arrival order.
-        for m in std::mem::take(&mut self.steer) {
-            self.waiting.push_back(m);
+        for (seq, text) in std::mem::take(&mut self.steer) {
+            self.waiting.push_back((seq, text, r.options.clone()));
         }
-        if let Some((seq, text)) = self.waiting.pop_front() {
-            self.begin_turn(seq, text, &mut actions);
+        if let Some((seq, text, options)) = self.waiting.pop_front() {
+            self.begin_turn(seq, text, options, &mut actions);
         }
         actions
     }

@@ -514,3 +514,139 @@ fn s40_model_input_serialises_with_origins_and_analyzer_names() {
         })
     );
 }
+
+fn client_tools(names: &[&str]) -> Arc<TurnOptions> {
+    Arc::new(TurnOptions {
+        client_tools: names
+            .iter()
+            .map(|n| crate::model::ToolSpec {
+                name: (*n).into(),
+                description: String::new(),
+                parameters: serde_json::json!({"type": "object"}),
+            })
+            .collect(),
+        ..TurnOptions::default()
+    })
+}
+
+fn ended(actions: &[Action]) -> &TurnEnd {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::TurnEnded(end) => Some(end),
+            _ => None,
+        })
+        .expect("the turn ended")
+}
+
+#[test]
+fn s11_a_client_tool_call_ends_the_turn_and_the_clients_results_resume_it() {
+    let mut m = machine();
+    let (_, actions) = m.user_message_with("weather?".into(), client_tools(&["weather"]));
+    assert_eq!(m.options().map(|o| o.client_tools.len()), Some(1));
+    m.enqueue(vec![Injection::context("note")], &prov("notes", 1));
+    let _ = model_input(&actions);
+    let actions = m.model_replied(tool_reply("weather"));
+    let end = ended(&actions);
+    assert_eq!(end.outcome, TurnOutcome::ToolCalls);
+    assert_eq!(end.tool_calls[0].id, "call-weather");
+    assert!(m.is_idle());
+    assert_eq!(m.unanswered_calls().len(), 1);
+
+    let refused = m
+        .client_results(vec![("other".into(), "x".into())], Arc::default())
+        .expect_err("not the waiting call");
+    assert!(
+        refused.contains("no result for `call-weather`") && refused.contains("`other`"),
+        "{refused}"
+    );
+    let (seq, actions) = m
+        .client_results(
+            vec![("call-weather".into(), "sunny".into())],
+            Arc::default(),
+        )
+        .expect("resumes");
+    assert_eq!(seq, 2);
+    let input = model_input(&actions);
+    assert_eq!(input.turn, 2);
+    let last = input.messages.last().expect("messages");
+    assert_eq!((last.role, last.content.as_str()), (Role::Tool, "sunny"));
+    assert!(
+        input.messages.iter().all(|msg| msg.content != "note"),
+        "context waits for a step boundary (S11)"
+    );
+    assert!(m.unanswered_calls().is_empty());
+    let end = ended(&m.model_replied(reply("It is sunny."))).clone();
+    assert_eq!(
+        (end.outcome, end.answered_upto),
+        (TurnOutcome::Completed, 2)
+    );
+    assert!(m
+        .client_results(
+            vec![("call-weather".into(), "again".into())],
+            Arc::default()
+        )
+        .is_err());
+}
+
+#[test]
+fn host_tools_of_a_step_run_before_the_turn_waits_for_the_clients() {
+    let mut m = machine();
+    m.user_message_with("both".into(), client_tools(&["weather"]));
+    let mut both = tool_reply("add");
+    both.tool_calls.extend(tool_reply("weather").tool_calls);
+    let actions = m.model_replied(both);
+    match actions.as_slice() {
+        [Action::CallTools { calls, .. }] => {
+            assert_eq!(calls.len(), 1);
+            assert_eq!(calls[0].name, "add");
+        }
+        other => panic!("{other:?}"),
+    }
+    let actions = m.tools_finished(vec![Ok("5".into())]);
+    let end = ended(&actions);
+    assert_eq!(end.outcome, TurnOutcome::ToolCalls);
+    let waiting: Vec<&str> = end.tool_calls.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(waiting, ["weather"]);
+    let unanswered: Vec<&str> = m.unanswered_calls().iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(unanswered, ["call-weather"]);
+}
+
+#[test]
+fn a_new_message_instead_of_tool_results_answers_the_calls_with_an_error_first() {
+    let mut m = machine();
+    m.user_message_with("weather?".into(), client_tools(&["weather"]));
+    m.model_replied(tool_reply("weather"));
+    let (_, actions) = m.user_message("never mind".into());
+    let input = model_input(&actions);
+    let tail: Vec<(Role, &str)> = input.messages[1..]
+        .iter()
+        .map(|msg| (msg.role, msg.content.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (Role::Assistant, ""),
+            (Role::Tool, "error: the client sent no result for this call"),
+            (Role::User, "never mind"),
+        ]
+    );
+}
+
+#[test]
+fn a_seeded_session_uses_its_own_system_prompt() {
+    let mut m = TurnMachine::with_history(
+        "s".into(),
+        settings(true, InstructionsPlacement::System),
+        vec![
+            ContextMessage::user("earlier"),
+            ContextMessage::assistant("reply", Vec::new()),
+        ],
+        0,
+    );
+    m.set_system_prompt("OWN".into());
+    let (_, actions) = m.user_message("now".into());
+    let input = model_input(&actions);
+    assert_eq!(input.instructions, "OWN");
+    assert_eq!((input.turn, input.messages.len()), (1, 3));
+}
