@@ -35,6 +35,8 @@ pub struct Cli {
 enum Command {
     /// Run a scripted conversation and print its visible transcript.
     Run(RunArgs),
+    /// Chat in the terminal: replies stream, the analyzers' injections show as notes.
+    Chat(ChatArgs),
     /// Inspect plugin libraries.
     Plugins {
         #[command(subcommand)]
@@ -98,6 +100,15 @@ impl Records {
         }
         Ok(observers)
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct ChatArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    records: Records,
 }
 
 #[derive(Debug, clap::Args)]
@@ -177,6 +188,10 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Chat(args) => load_config(&args.config).and_then(|config| {
+            let records = args.records.observers(&config)?;
+            crate::chat::run(config, records)
+        }),
         Command::Plugins {
             command: PluginsCommand::List { config },
         } => plugins_list(&config),
@@ -237,7 +252,7 @@ impl Observer for TranscriptPrinter {
 }
 
 /// Everything a runtime needs, loaded from the config: models, analyzer and tool instances,
-/// analyzer state and the knowledge base. Warnings go to stderr.
+/// analyzer state and the knowledge base.
 pub(crate) struct Prepared {
     pub(crate) models: Arc<Models>,
     pub(crate) instances: crate::plugins::Instances,
@@ -246,37 +261,40 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// Loads with progress and warnings on stderr.
     pub(crate) fn load(config: &Config) -> anyhow::Result<Prepared> {
-        let models = Arc::new(
-            Models::build(config, &|line| eprintln!("murmur: {line}"))
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
+        Prepared::load_with(config, &|line| eprintln!("murmur: {line}"))
+    }
+
+    /// Loads, telling `note` about progress and warnings, a line at a time.
+    pub(crate) fn load_with(config: &Config, note: &dyn Fn(&str)) -> anyhow::Result<Prepared> {
+        let models = Arc::new(Models::build(config, note).map_err(|e| anyhow::anyhow!("{e}"))?);
         let tools_enabled = config.tools.iter().filter(|t| t.enabled).count();
         if models.chat.name() == "local" && tools_enabled > 0 {
-            eprintln!(
-                "murmur: warning: the local model does not call tools; the {tools_enabled} [[tool]] table(s) take effect with the openai and scripted providers"
-            );
+            note(&format!(
+                "warning: the local model does not call tools; the {tools_enabled} [[tool]] table(s) take effect with the openai and scripted providers"
+            ));
         }
         let catalog = Catalog::load(config)?;
         for r in &catalog.rejected {
-            eprintln!(
-                "murmur: warning: plugin {} refused: {}",
+            note(&format!(
+                "warning: plugin {} refused: {}",
                 r.file.display(),
                 r.reason
-            );
+            ));
         }
         for name in catalog.needing_knowledge(config) {
-            eprintln!(
-                "murmur: warning: analyzer `{name}` searches the knowledge base, but {} has no [knowledge] table; its runs will fail",
+            note(&format!(
+                "warning: analyzer `{name}` searches the knowledge base, but {} has no [knowledge] table; its runs will fail",
                 config.file.display()
-            );
+            ));
         }
         let state = StateStore::default();
         let mut instances = catalog.instantiate(config, &state);
         for e in &instances.errors {
-            eprintln!("murmur: warning: {e}; running without it");
+            note(&format!("warning: {e}; running without it"));
         }
-        let knowledge = open_knowledge(config, false)?;
+        let knowledge = open_knowledge(config, false, note)?;
         if let (Some(kb), Some(k)) = (&knowledge, &config.knowledge) {
             if k.tool {
                 instances.tools.push(crate::knowledge::tool::entry(
@@ -449,11 +467,15 @@ fn hub(models: &Arc<Models>, knowledge: Option<Arc<KnowledgeBase>>) -> ServiceHu
 
 /// Opens the config's knowledge base, building its index first when needed (with progress
 /// lines on stderr). `None` when the config has no `[knowledge]` table.
-fn open_knowledge(config: &Config, force: bool) -> anyhow::Result<Option<Arc<KnowledgeBase>>> {
+fn open_knowledge(
+    config: &Config,
+    force: bool,
+    note: &dyn Fn(&str),
+) -> anyhow::Result<Option<Arc<KnowledgeBase>>> {
     let Some(settings) = &config.knowledge else {
         return Ok(None);
     };
-    let (kb, _) = KnowledgeBase::open(settings, force, &|line| eprintln!("murmur: {line}"))
+    let (kb, _) = KnowledgeBase::open(settings, force, note)
         .with_context(|| format!("[knowledge] in {}", config.file.display()))?;
     Ok(Some(Arc::new(kb)))
 }
@@ -518,7 +540,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         Models::build(&config, &|line| eprintln!("murmur: {line}"))
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let knowledge = open_knowledge(&config, false)?;
+    let knowledge = open_knowledge(&config, false, &|line| eprintln!("murmur: {line}"))?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -22,6 +22,7 @@
 //! Plugin authors depend on `murmur-plugin-api`, not on this crate.
 
 pub mod analyzer;
+mod chat;
 pub mod cli;
 pub mod config;
 pub mod conversation;
