@@ -121,7 +121,8 @@ fn a_terminal_chat_streams_notes_injections_stops_on_ctrl_c_and_quits() {
     // Event lines may cut into the streamed reply; the turn's end and the run's, in either
     // order, are what matter here.
     let ended = |l: &str| l.starts_with("· turn_ended") && l.contains("Hello there, traveller.");
-    let ran = |l: &str| l.starts_with("· analyzer_run") && l.contains("\"analyzer\":\"notes\"");
+    // The run's last event: its injection, enqueued.
+    let ran = |l: &str| l.starts_with("· injection_enqueued") && l.contains("note about turn 1");
     let first = chat.expect("with the turn's end or the analyzer's run", |l| {
         ended(l) || ran(l)
     });

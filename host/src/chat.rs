@@ -344,22 +344,7 @@ impl ChatView {
     /// spinner's line, which is redrawn).
     fn line(&self, text: &str) {
         let mut s = self.state();
-        if s.reading {
-            if let Some(p) = s.printer.as_mut() {
-                // The printer only fails when the editor is gone; print directly then.
-                if p.print(format!("{text}\n")).is_ok() {
-                    return;
-                }
-            }
-        }
-        let text = if s.mid_line {
-            s.interrupted = s.replying;
-            format!("\n{text}\n")
-        } else {
-            format!("{text}\n")
-        };
-        s.mid_line = false;
-        write_out(&mut s, &text);
+        emit_line(&mut s, text);
     }
 
     /// A progress or warning line from loading, on stderr like every command's.
@@ -405,6 +390,26 @@ impl ChatView {
         }
         out
     }
+}
+
+/// Prints a whole line with the view locked (see [`ChatView::line`]).
+fn emit_line(s: &mut ViewState, text: &str) {
+    if s.reading {
+        if let Some(p) = s.printer.as_mut() {
+            // The printer only fails when the editor is gone; print directly then.
+            if p.print(format!("{text}\n")).is_ok() {
+                return;
+            }
+        }
+    }
+    let text = if s.mid_line {
+        s.interrupted = s.replying;
+        format!("\n{text}\n")
+    } else {
+        format!("{text}\n")
+    };
+    s.mid_line = false;
+    write_out(s, &text);
 }
 
 /// Writes to stdout, around the spinner if one turns.
@@ -475,8 +480,8 @@ impl Observer for ChatView {
     }
 
     fn event(&self, event: &Event) {
-        let mut lines = Vec::new();
         {
+            let mut lines = Vec::new();
             let mut s = self.state();
             match &event.kind {
                 EventKind::InjectionEnqueued {
@@ -557,9 +562,10 @@ impl Observer for ChatView {
                     lines.push(self.dim(&format!("· {kind} {rest}")));
                 }
             }
-        }
-        for line in lines {
-            self.line(&line);
+            // Printed under the lock: `/events off` takes effect before its confirmation.
+            for line in lines {
+                emit_line(&mut s, &line);
+            }
         }
     }
 }

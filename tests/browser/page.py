@@ -53,6 +53,8 @@ try:
         return driver.find_elements(By.CSS_SELECTOR, done)[-1].text
 
     seen["reply1"] = say("Which line runs from Oslo to Halden?")
+    # The analyzer runs in the background; wait for its note as a person would read it.
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#feed .entry.injection")))
     seen["reply2"] = say("When did it open?")
     delivered = '#feed .entry.injection[data-status="delivered"]'
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, delivered)))

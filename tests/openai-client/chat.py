@@ -11,6 +11,8 @@ streaming (conversation B) and one with streaming (conversation C). The Rust tes
 
 import json
 import sys
+import time
+import urllib.request
 
 import openai
 
@@ -36,6 +38,22 @@ def create(**kwargs):
     """One request; returns (session id from the response header, parsed response)."""
     raw = client.chat.completions.with_raw_response.create(model="murmur", **kwargs)
     return raw.headers.get("x-murmur-session"), raw.parse()
+
+
+def wait_for_note(session, turn):
+    """Waits until the analyzer's note about `turn` is queued, as a person would wait before
+    typing on: analyzers run in the background, and the test must not race them."""
+    url = f"{base_url}/v1/sessions/{session}?include=injections"
+    headers = {"Authorization": f"Bearer {api_key}"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request) as response:
+            injections = json.load(response)["injections"]
+        if any(i["about_turn"] == turn for i in injections):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"no injection about turn {turn} in session {session}")
 
 
 def collect(stream):
@@ -80,10 +98,12 @@ seen["a1"] = {
 }
 history.append({"role": "assistant", "content": r.choices[0].message.content})
 history.append({"role": "user", "content": "And now?"})
+wait_for_note(session, 1)
 session, r = create(messages=history)
 seen["a2"] = {"session": session, "content": r.choices[0].message.content}
 history.append({"role": "assistant", "content": r.choices[0].message.content})
 history.append({"role": "user", "content": "Stream the third answer, please."})
+wait_for_note(session, 2)
 session, stream = create(
     messages=history, stream=True, stream_options={"include_usage": True}
 )

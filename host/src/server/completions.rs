@@ -560,6 +560,7 @@ pub async fn chat_completions(
         app: app.clone(),
         id: id.clone(),
         derived,
+        released: false,
         messages,
         model: req.model.clone().unwrap_or_else(|| "murmur".to_string()),
         created: SystemTime::now()
@@ -613,13 +614,23 @@ pub async fn chat_completions(
 }
 
 /// One request in flight: what its answer and the conversation's new fingerprint need.
+/// A request dropped before it finished (its client went away) releases its session.
 struct Request {
     app: Arc<App>,
     id: String,
     derived: bool,
+    released: bool,
     messages: Vec<Msg>,
     model: String,
     created: u64,
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if self.derived && !self.released {
+            self.app.conversations().release(&self.id, None);
+        }
+    }
 }
 
 impl Request {
@@ -642,9 +653,9 @@ impl Request {
 
     /// The request ended; with the turn's end and the text the client received, the
     /// transcript the client now holds continues this session.
-    fn finish(self, answered: Option<(&TurnEnd, String)>) {
+    fn finish(mut self, answered: Option<(&TurnEnd, String)>) {
         let key = answered.filter(|_| self.derived).map(|(end, content)| {
-            let mut messages = self.messages;
+            let mut messages = std::mem::take(&mut self.messages);
             messages.push(Msg::Assistant {
                 content,
                 calls: end.tool_calls.iter().map(Call::of).collect(),
@@ -653,6 +664,7 @@ impl Request {
         });
         if self.derived {
             self.app.conversations().release(&self.id, key);
+            self.released = true;
         }
     }
 }
