@@ -52,7 +52,7 @@ pub(crate) fn run(config: Config, records: Vec<Arc<dyn Observer>>) -> anyhow::Re
     let mut observers: Vec<Arc<dyn Observer>> =
         vec![Arc::new(crate::events::TracingLog), view.clone()];
     observers.extend(records);
-    let runtime = tokio.block_on(async { prepared.runtime(&config, observers) });
+    let runtime = tokio.block_on(async { prepared.runtime(&config, observers, None) });
     // Listening from the start: a Ctrl-C during a reply never finds the default handler,
     // which would end the process instead of the turn.
     let mut interrupts = tokio

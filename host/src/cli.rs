@@ -312,8 +312,14 @@ impl Prepared {
         })
     }
 
-    /// Builds the runtime with these observers; call inside the tokio runtime.
-    pub(crate) fn runtime(self, config: &Config, observers: Vec<Arc<dyn Observer>>) -> Runtime {
+    /// Builds the runtime with these observers, keeping sessions in `store` if given; call
+    /// inside the tokio runtime.
+    pub(crate) fn runtime(
+        self,
+        config: &Config,
+        observers: Vec<Arc<dyn Observer>>,
+        store: Option<Arc<crate::store::Store>>,
+    ) -> Runtime {
         let settings = SessionSettings {
             system_prompt: config.system_prompt.clone(),
             max_steps: config.max_steps,
@@ -328,6 +334,9 @@ impl Prepared {
             .services(Arc::new(hub(&self.models, self.knowledge)));
         for o in observers {
             builder = builder.observer(o);
+        }
+        if let Some(store) = store {
+            builder = builder.store(store);
         }
         builder.build()
     }
@@ -349,7 +358,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let failed_turns = tokio.block_on(async {
-        let runtime = prepared.runtime(&config, observers);
+        let runtime = prepared.runtime(&config, observers, None);
         let session = runtime.open_session(args.session.as_str());
         let mut failed = 0u64;
         for line in lines {
@@ -418,6 +427,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
         },
     };
+    let store = match &config.store {
+        crate::config::StoreSettings::Memory => None,
+        crate::config::StoreSettings::Sqlite { path } => {
+            Some(Arc::new(crate::store::Store::open(path)?))
+        }
+    };
     let prepared = Prepared::load(&config)?;
     let records = args.records.observers(&config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -430,8 +445,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut observers: Vec<Arc<dyn Observer>> =
             vec![Arc::new(TracingLog), hub.clone(), metrics.clone()];
         observers.extend(records);
-        let runtime = prepared.runtime(&config, observers);
+        let runtime = prepared.runtime(&config, observers, store);
         let app = server::App::new(runtime, hub, metrics, settings.clone(), token.clone());
+        let resumed = app.resume()?;
+        if let Some(store) = app.store() {
+            eprintln!(
+                "murmur: sessions are kept in {}; {resumed} resumed",
+                store.path().display()
+            );
+        }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -445,7 +467,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         axum::serve(listener, server::router(app.clone()))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
-                eprintln!("murmur: stopping: closing sessions...");
+                eprintln!("murmur: stopping...");
             })
             .await
             .context("the HTTP server failed")?;

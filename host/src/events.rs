@@ -61,7 +61,7 @@ pub enum RunOutcome {
 }
 
 /// Which kind of boundary delivered an injection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Boundary {
     /// Start of a turn, before its first model call.
@@ -157,11 +157,16 @@ pub enum EventKind {
     InjectionEnqueued {
         id: u64,
         analyzer: String,
+        /// The hook whose run made it.
+        hook: Hook,
         lane: Lane,
         role: Role,
         #[serde(skip_serializing_if = "Option::is_none")]
         key: Option<String>,
         about_turn: u64,
+        /// The analyzer's `ttl_turns` (S16).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ttl_turns: Option<u32>,
         content: String,
         /// What the analyzer attached for the log (findings, sources, labels).
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,6 +205,20 @@ pub enum EventKind {
     InjectionUndelivered { id: u64, analyzer: String },
     /// Something went wrong outside a turn's own outcome.
     Error { message: String },
+    /// The session was restored from the store after a host restart (S37). A turn that was
+    /// running when the host stopped ends as stopped (`interrupted` names it); queued
+    /// injections wait for the next boundary.
+    SessionResumed {
+        /// Turns so far.
+        turns: u64,
+        /// Messages in the model context.
+        messages: usize,
+        /// Injections still queued.
+        queued: usize,
+        /// The turn the restart interrupted, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interrupted: Option<u64>,
+    },
     /// The session closed.
     SessionClosed { turns: u64 },
 }
@@ -383,6 +402,19 @@ impl Observer for TracingLog {
                 "context compacted"
             ),
             EventKind::Error { message } => tracing::error!(session = s, "{message}"),
+            EventKind::SessionResumed {
+                turns,
+                messages,
+                queued,
+                interrupted,
+            } => tracing::info!(
+                session = s,
+                turns,
+                messages,
+                queued,
+                interrupted,
+                "session resumed"
+            ),
             _ => tracing::trace!(session = s, event = ?e.kind),
         }
     }

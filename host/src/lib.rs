@@ -14,6 +14,7 @@
 //!   ([`session::driver`]);
 //! - [`model`]: the model trait and its providers;
 //! - [`knowledge`]: the full-text and vector index behind the `search` service and tool;
+//! - [`store`]: the SQLite session store that lets a restarted host resume every session;
 //! - [`server`]: `murmur serve`, the HTTP interface;
 //! - [`runtime`]: what sessions share, and shutdown;
 //! - [`events`]: the event stream, model-input recording and counters;
@@ -37,6 +38,7 @@ pub mod server;
 pub mod services;
 pub mod session;
 pub mod state;
+pub mod store;
 pub mod tool;
 
 pub use runtime::Runtime;

@@ -16,6 +16,7 @@ use crate::session::driver::{Seed, Session};
 use crate::session::machine::SessionSettings;
 use crate::session::runs::SlotSpec;
 use crate::state::StateStore;
+use crate::store::{Store, StoreError, StoredSession};
 use crate::tool::ToolEntry;
 
 /// Everything sessions share.
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub observers: Vec<Arc<dyn Observer>>,
     pub state: StateStore,
     pub services: Option<Arc<ServiceHub>>,
+    /// Where sessions are kept across restarts (S37); `None` keeps them in memory.
+    pub store: Option<Arc<Store>>,
     /// Every analyzer run and session task, for shutdown.
     pub tracker: TaskTracker,
     /// Cancelled at shutdown; sessions and runs hold children.
@@ -62,9 +65,16 @@ pub struct RuntimeBuilder {
     observers: Vec<Arc<dyn Observer>>,
     state: StateStore,
     services: Option<Arc<ServiceHub>>,
+    store: Option<Arc<Store>>,
 }
 
 impl RuntimeBuilder {
+    /// Keeps sessions and analyzer state in this store (S37, S38).
+    pub fn store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Offers these runtime services (`complete`) to analyzers.
     pub fn services(mut self, hub: Arc<ServiceHub>) -> Self {
         self.services = Some(hub);
@@ -103,6 +113,9 @@ impl RuntimeBuilder {
 
     /// Finishes. Must be called inside a tokio runtime (it reads the tokio clock).
     pub fn build(self) -> Runtime {
+        if let Some(store) = &self.store {
+            self.state.attach(store.clone());
+        }
         let slots = self.analyzers.iter().map(|a| a.slot.clone()).collect();
         let tool_specs: Arc<[ToolSpec]> = self.tools.iter().map(|t| t.spec.clone()).collect();
         Runtime {
@@ -116,6 +129,7 @@ impl RuntimeBuilder {
                 observers: self.observers,
                 state: self.state,
                 services: self.services,
+                store: self.store,
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 start: Instant::now(),
@@ -150,10 +164,13 @@ impl Runtime {
             observers: Vec::new(),
             state: StateStore::default(),
             services: None,
+            store: None,
         }
     }
 
-    /// Opens a session with this id; its actor runs until [`Session::close`].
+    /// Opens a new session with this id; its actor runs until [`Session::close`]. With a
+    /// store, a stored session of that id is replaced (use [`Runtime::resume_session`] to
+    /// continue one).
     pub fn open_session(&self, id: impl Into<Arc<str>>) -> Session {
         Session::spawn(self.shared.clone(), id.into(), Seed::default())
     }
@@ -161,6 +178,37 @@ impl Runtime {
     /// Opens a session that continues a conversation begun elsewhere.
     pub fn open_session_with(&self, id: impl Into<Arc<str>>, seed: Seed) -> Session {
         Session::spawn(self.shared.clone(), id.into(), seed)
+    }
+
+    /// The store, if sessions are kept in one.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.shared.store.as_ref()
+    }
+
+    /// The sessions in the store, oldest first (none without a store).
+    pub fn stored_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        match &self.shared.store {
+            Some(store) => store.sessions(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Resumes a stored session (S37): its history, queued injections and pending user
+    /// messages as committed; a turn the restart interrupted ends as stopped. `None` when
+    /// the store has no such session, or there is no store.
+    pub fn resume_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let Some(store) = &self.shared.store else {
+            return Ok(None);
+        };
+        let Some((restored, cursor)) = store.load(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(Session::resume(
+            self.shared.clone(),
+            id.into(),
+            restored,
+            cursor,
+        )))
     }
 
     /// The names of the host's tools (`[[tool]]` tables).

@@ -22,7 +22,9 @@ use crate::model::local::{LocalSettings, Sampling};
 use crate::model::openai::{self, OpenAiSettings};
 use crate::session::compaction::{CompactionSettings, Strategy};
 
-use raw::{RawAnalyzer, RawConfig, RawContext, RawKnowledge, RawModel, RawServer, RawTool};
+use raw::{
+    RawAnalyzer, RawConfig, RawContext, RawKnowledge, RawModel, RawServer, RawStore, RawTool,
+};
 
 /// Default `system_prompt`.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -92,6 +94,20 @@ pub struct Config {
     pub knowledge: Option<KnowledgeSettings>,
     /// `[server]`: how `murmur serve` listens and what it accepts.
     pub server: ServerSettings,
+    /// `[store]`: where `murmur serve` keeps sessions across restarts.
+    pub store: StoreSettings,
+}
+
+/// `[store]`: where `murmur serve` keeps its sessions (S37).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// In memory: sessions end with the process.
+    Memory,
+    /// An SQLite file (the default: `.murmur/sessions.db` beside the config file).
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
 }
 
 /// `[server]`: how `murmur serve` listens and what it accepts.
@@ -458,6 +474,7 @@ impl Resolver<'_> {
         let context = self.context(raw.context.as_ref());
         let knowledge = raw.knowledge.as_ref().map(|k| self.knowledge(k));
         let server = self.server(raw.server.as_ref());
+        let store = self.store(raw.store.as_ref());
         let (models, chat_model) = self.models(raw.model, raw.models);
         let analyzers: Vec<AnalyzerConfig> = raw
             .analyzers
@@ -510,6 +527,43 @@ impl Resolver<'_> {
             context,
             knowledge,
             server,
+            store,
+        }
+    }
+
+    fn store(&mut self, raw: Option<&RawStore>) -> StoreSettings {
+        let path = raw
+            .and_then(|r| r.path.as_ref())
+            .map(|p| {
+                if p.get_ref().trim().is_empty() {
+                    self.error(Some(p.span()), "store.path", "must name a file");
+                }
+                self.path(p.get_ref())
+            })
+            .unwrap_or_else(|| self.path(".murmur/sessions.db"));
+        match raw.and_then(|r| r.kind.as_ref()) {
+            None => StoreSettings::Sqlite { path },
+            Some(kind) => match kind.get_ref().as_str() {
+                "sqlite" => StoreSettings::Sqlite { path },
+                "memory" => {
+                    if let Some(p) = raw.and_then(|r| r.path.as_ref()) {
+                        self.error(
+                            Some(p.span()),
+                            "store.path",
+                            "a memory store has no file; remove `path` or use kind = \"sqlite\"",
+                        );
+                    }
+                    StoreSettings::Memory
+                }
+                other => {
+                    self.error(
+                        Some(kind.span()),
+                        "store.kind",
+                        format!("unknown store `{other}`; expected \"sqlite\" or \"memory\""),
+                    );
+                    StoreSettings::Memory
+                }
+            },
         }
     }
 

@@ -33,6 +33,16 @@ pub struct RawConfig {
     pub knowledge: Option<RawKnowledge>,
     /// `[server]`: `murmur serve`.
     pub server: Option<RawServer>,
+    /// `[store]`: where `murmur serve` keeps sessions.
+    pub store: Option<RawStore>,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[server]`.

@@ -31,7 +31,7 @@ pub struct ToolCall {
 }
 
 /// One message of the model context.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContextMessage {
     /// Its role.
     pub role: Role,
@@ -40,16 +40,16 @@ pub struct ContextMessage {
     /// Where it came from (S40).
     pub origin: Origin,
     /// For injections: the analyzer(s) that made it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analyzer: Option<String>,
     /// For assistant messages that call tools.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// For tool results: the call they answer.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
     /// For tool results: the tool's name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_name: Option<String>,
 }
 

@@ -81,7 +81,7 @@ impl Conversations {
     }
 
     /// The request on `id` ended; `key`, if any, is the transcript the client now holds.
-    fn release(&mut self, id: &str, key: Option<Key>) {
+    pub(super) fn release(&mut self, id: &str, key: Option<Key>) {
         self.busy.remove(id);
         if let Some(used) = self.last_used.get_mut(id) {
             self.clock += 1;
@@ -90,6 +90,12 @@ impl Conversations {
                 self.by_key.insert(key, id.to_string());
             }
         }
+    }
+
+    /// A derived session resumed from the store, idle, continued by the transcript `key`.
+    pub fn restore(&mut self, id: &str, key: Option<Key>) {
+        self.adopt(id);
+        self.release(id, key);
     }
 
     /// The least recently used derived session that no request is using.
@@ -663,7 +669,7 @@ impl Request {
             key_of(&messages)
         });
         if self.derived {
-            self.app.conversations().release(&self.id, key);
+            self.app.remember_conversation(&self.id, key);
             self.released = true;
         }
     }

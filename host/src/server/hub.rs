@@ -47,6 +47,19 @@ impl EventHub {
         lock(&self.injections).insert(Arc::from(session), Vec::new());
     }
 
+    /// Records injections of a tracked session from before a restart, as the events that
+    /// made them (see [`crate::store::Store::injection_events`]).
+    pub fn replay(&self, session: &str, events: Vec<crate::events::EventKind>) {
+        let session: Arc<str> = Arc::from(session);
+        for kind in events {
+            self.record(&Event {
+                session: session.clone(),
+                at_ms: 0,
+                kind,
+            });
+        }
+    }
+
     /// The injections of a tracked session so far: what the analyzer sent (analyzer, lane,
     /// key, the turn it is about, text, details) and, once delivered, where (`delivered`:
     /// boundary, turn, step), or its other fate (`superseded`, `stale`, `undelivered`).

@@ -142,6 +142,11 @@ impl App {
         sessions.insert(id.to_string(), session.clone());
         if derived {
             self.conversations().adopt(id);
+            if let Some(store) = self.runtime.store() {
+                if let Err(e) = store.set_conversation(id, None) {
+                    tracing::error!(session = id, "{e}");
+                }
+            }
         }
         self.metrics.set_sessions(sessions.len());
         Ok(session)
@@ -163,14 +168,62 @@ impl App {
         Ok(())
     }
 
-    /// Closes every session (turns stop, `turn_complete` and `chat_end` work finishes) and
-    /// shuts the runtime down.
+    /// The store sessions are kept in, if any.
+    pub fn store(&self) -> Option<&Arc<crate::store::Store>> {
+        self.runtime.store()
+    }
+
+    /// Resumes every session in the store (S37), with its injections' provenance and, for
+    /// a derived session, the conversation it continues. Returns how many.
+    pub fn resume(&self) -> Result<usize, crate::store::StoreError> {
+        let Some(store) = self.runtime.store().cloned() else {
+            return Ok(0);
+        };
+        let stored = self.runtime.stored_sessions()?;
+        let mut sessions = self.sessions();
+        for s in &stored {
+            self.hub.track(&s.id);
+            self.hub.replay(&s.id, store.injection_events(&s.id)?);
+            if let Some(session) = self.runtime.resume_session(&s.id)? {
+                sessions.insert(s.id.clone(), session);
+            }
+            if s.derived {
+                let key = s
+                    .conversation_key
+                    .as_deref()
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok());
+                self.conversations().restore(&s.id, key);
+            }
+        }
+        self.metrics.set_sessions(sessions.len());
+        Ok(stored.len())
+    }
+
+    /// Stops the host. With a store, sessions are suspended: running turns stop and are
+    /// stored, and every session resumes at the next start. Without one, sessions close
+    /// (`turn_complete` and `chat_end` work finishes). Then the runtime shuts down.
     pub async fn shutdown(&self, grace: std::time::Duration) {
         let all: Vec<Session> = self.sessions().drain().map(|(_, s)| s).collect();
+        let keep = self.runtime.store().is_some();
         for s in all {
-            s.close().await;
+            if keep {
+                s.suspend().await;
+            } else {
+                s.close().await;
+            }
         }
         self.runtime.shutdown(grace).await;
+    }
+
+    /// A derived session's client now holds the transcript `key`: remembered in memory and,
+    /// with a store, across restarts.
+    fn remember_conversation(&self, id: &str, key: Option<[u8; 32]>) {
+        self.conversations().release(id, key);
+        if let Some(store) = self.runtime.store() {
+            if let Err(e) = store.set_conversation(id, key.as_ref().map(|k| &k[..])) {
+                tracing::error!(session = id, "{e}");
+            }
+        }
     }
 }
 
@@ -322,7 +375,12 @@ async fn post_message(
     let session = app.session(&id)?;
     // Subscribe before sending, so no event of the turn is missed.
     let mut events = app.hub.subscribe(&id);
-    let answer = session.send(body.content);
+    let mut answer = session.send(body.content);
+    // The stream starts once the session has taken (and stored) the message.
+    answer
+        .accepted()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::GONE, "session_closed", e.to_string()))?;
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(async move {
         let answer = answer.wait();

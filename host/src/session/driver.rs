@@ -18,9 +18,10 @@ use crate::events::{EventKind, RunOutcome, TurnOutcome};
 use crate::model::{ContextMessage, ModelError, ModelInput, ModelReply, ModelRequest, ToolCall};
 use crate::runtime::Shared;
 use crate::session::compaction::{self, Compaction};
-use crate::session::machine::{Action, TurnEnd, TurnMachine, TurnOptions};
+use crate::session::machine::{Action, Restored, TurnEnd, TurnMachine, TurnOptions};
 use crate::session::queue::Provenance;
 use crate::session::runs::{RunStart, RunTracker};
+use crate::store::Cursor;
 
 type View = Arc<AnalyzerView>;
 
@@ -28,6 +29,7 @@ enum Command {
     User {
         text: String,
         options: Arc<TurnOptions>,
+        accepted: oneshot::Sender<()>,
         answered: oneshot::Sender<TurnEnd>,
     },
     ToolResults {
@@ -38,6 +40,7 @@ enum Command {
     Stop,
     Transcript(oneshot::Sender<Vec<ContextMessage>>),
     Close(oneshot::Sender<()>),
+    Suspend(oneshot::Sender<()>),
 }
 
 /// A handle to a running session. Cheap to clone.
@@ -66,10 +69,22 @@ pub struct SessionClosed(pub String);
 #[derive(Debug)]
 pub struct Answer {
     session: Arc<str>,
+    accepted: Option<oneshot::Receiver<()>>,
     rx: oneshot::Receiver<TurnEnd>,
 }
 
 impl Answer {
+    /// Waits until the session has taken the message: it started a turn, joined the
+    /// running one or waits for its own, and with a store it is stored (S38).
+    pub async fn accepted(&mut self) -> Result<(), SessionClosed> {
+        match self.accepted.take() {
+            Some(rx) => rx
+                .await
+                .map_err(|_| SessionClosed(self.session.to_string())),
+            None => Ok(()),
+        }
+    }
+
     /// Waits for the end of the turn that answered the message.
     pub async fn wait(self) -> Result<TurnEnd, SessionClosed> {
         self.rx
@@ -90,15 +105,40 @@ pub enum ResumeError {
 }
 
 impl Session {
+    /// Starts a new session. With a store, it is stored before this returns (a failure is
+    /// reported as an error event, and every later commit retries).
     pub(crate) fn spawn(shared: Arc<Shared>, id: Arc<str>, seed: Seed) -> Session {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut machine =
             TurnMachine::with_history(id.clone(), shared.settings.clone(), seed.history, 0);
         if let Some(prompt) = seed.system_prompt {
             machine.set_system_prompt(prompt);
         }
-        let actor = Actor {
+        let cursor = shared.store.as_ref().map(|_| Cursor::default());
+        Self::start(shared, id, machine, cursor, Vec::new())
+    }
+
+    /// Resumes a stored session (S37): see [`TurnMachine::restore`].
+    pub(crate) fn resume(
+        shared: Arc<Shared>,
+        id: Arc<str>,
+        restored: Restored,
+        cursor: Cursor,
+    ) -> Session {
+        let (machine, actions) =
+            TurnMachine::restore(id.clone(), shared.settings.clone(), restored);
+        Self::start(shared, id, machine, Some(cursor), actions)
+    }
+
+    fn start(
+        shared: Arc<Shared>,
+        id: Arc<str>,
+        machine: TurnMachine,
+        cursor: Option<Cursor>,
+        actions: Vec<Action>,
+    ) -> Session {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut actor = Actor {
             machine,
             runs: RunTracker::new(shared.analyzers.len()),
             id: id.clone(),
@@ -114,8 +154,14 @@ impl Session {
             waiters: Vec::new(),
             closing: None,
             chat_ended: false,
+            cursor,
+            store_error: None,
         };
-        shared.tracker.spawn(actor.run());
+        actor.flush_events();
+        shared.tracker.spawn(async move {
+            actor.perform(actions);
+            actor.run().await;
+        });
         Session { id, tx }
     }
 
@@ -134,14 +180,17 @@ impl Session {
     /// sampling limits).
     pub fn send_with(&self, text: impl Into<String>, options: TurnOptions) -> Answer {
         let (answered, rx) = oneshot::channel();
+        let (accepted, accepted_rx) = oneshot::channel();
         // A closed session drops the sender; `Answer::wait` reports it.
         let _ = self.tx.send(Command::User {
             text: text.into(),
             options: Arc::new(options),
+            accepted,
             answered,
         });
         Answer {
             session: self.id.clone(),
+            accepted: Some(accepted_rx),
             rx,
         }
     }
@@ -183,8 +232,19 @@ impl Session {
         rx.await.map_err(|_| SessionClosed(self.id.to_string()))
     }
 
+    /// Ends this session's actor without closing the session, for a host that stops while
+    /// a store keeps its sessions: a running turn stops (S36) and is stored; analyzer runs
+    /// still in flight are abandoned. The session resumes when the host starts again.
+    pub async fn suspend(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Suspend(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Closes the session: stops a running turn, lets `turn_complete` and `chat_end` work
-    /// finish (each run bounded by its hard timeout), reports undelivered injections.
+    /// finish (each run bounded by its hard timeout), reports undelivered injections, and
+    /// deletes it from the store.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Command::Close(tx)).is_ok() {
@@ -254,6 +314,10 @@ struct Actor {
     waiters: Vec<(u64, Waiter)>,
     closing: Option<Option<oneshot::Sender<()>>>,
     chat_ended: bool,
+    /// With a store: what has been committed so far.
+    cursor: Option<Cursor>,
+    /// The last commit's failure, until a commit succeeds: no model call is made meanwhile.
+    store_error: Option<String>,
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
@@ -297,6 +361,12 @@ impl Actor {
                     break;
                 }
                 Wake::Command(None) => self.closing = Some(None),
+                Wake::Command(Some(Command::Suspend(done))) => {
+                    self.stop();
+                    self.flush_events();
+                    let _ = done.send(());
+                    return;
+                }
                 Wake::Command(Some(c)) => self.command(c),
                 Wake::Chunk(chunk) => self.chunk(chunk),
                 Wake::Model(result) => self.model_done(result),
@@ -317,11 +387,13 @@ impl Actor {
             Command::User {
                 text,
                 options,
+                accepted,
                 answered,
             } => {
                 let (seq, actions) = self.machine.user_message_with(text, options);
                 self.waiters.push((seq, Waiter::User(answered)));
                 self.perform(actions);
+                let _ = accepted.send(());
             }
             Command::ToolResults {
                 results,
@@ -344,6 +416,10 @@ impl Actor {
             Command::Close(done) => {
                 self.stop();
                 self.closing = Some(Some(done));
+            }
+            Command::Suspend(done) => {
+                // Handled by the actor's loop, which ends with it.
+                let _ = done.send(());
             }
         }
     }
@@ -447,12 +523,9 @@ impl Actor {
         if !injections.is_empty() {
             let provenance = Provenance {
                 analyzer: entry.name.clone(),
-                version: entry.version.clone(),
                 hook: done.hook,
                 about_turn: done.turn,
                 ttl_turns: entry.ttl_turns,
-                created_ms: u64::try_from(self.shared.start.elapsed().as_millis())
-                    .unwrap_or(u64::MAX),
             };
             self.machine.enqueue(injections, &provenance);
             self.flush_events();
@@ -466,6 +539,14 @@ impl Actor {
         self.flush_events();
         for action in actions {
             match action {
+                Action::CallModel(_) if self.store_error.is_some() => {
+                    // S37: nothing reaches the model before it is stored.
+                    let why = self.store_error.clone().unwrap_or_default();
+                    let actions = self
+                        .machine
+                        .model_failed(format!("the model was not called: {why}"));
+                    self.perform(actions);
+                }
                 Action::CallModel(input) => {
                     let (tx, rx) = mpsc::unbounded_channel();
                     self.partial.clear();
@@ -648,15 +729,49 @@ impl Actor {
         self.machine.close();
         self.flush_events();
         self.shared.state.forget_session(&self.id);
+        if let Some(store) = &self.shared.store {
+            if let Err(e) = store.delete(&self.id) {
+                self.shared.emit(
+                    &self.id,
+                    EventKind::Error {
+                        message: e.to_string(),
+                    },
+                );
+            }
+        }
         if let Some(done) = done {
             let _ = done.send(());
         }
         true
     }
 
+    /// Commits what changed to the store, if any (S37, S38), then tells the observers.
     fn flush_events(&mut self) {
-        for kind in self.machine.take_events() {
+        let events = self.machine.take_events();
+        self.commit(&events);
+        for kind in events {
             self.shared.emit(&self.id, kind);
+        }
+    }
+
+    fn commit(&mut self, events: &[EventKind]) {
+        let (Some(store), Some(cursor)) = (&self.shared.store, self.cursor.as_mut()) else {
+            return;
+        };
+        match store.commit(&self.id, cursor, &self.machine, events) {
+            Ok(()) => self.store_error = None,
+            Err(e) => {
+                let message = e.to_string();
+                if self.store_error.as_ref() != Some(&message) {
+                    self.shared.emit(
+                        &self.id,
+                        EventKind::Error {
+                            message: message.clone(),
+                        },
+                    );
+                }
+                self.store_error = Some(message);
+            }
         }
     }
 }

@@ -103,6 +103,14 @@ struct Harness {
 fn harness(replies: &str, analyzers: Vec<AnalyzerEntry>) -> Harness {
     let model =
         ScriptedModel::parse(replies, Path::new("replies.jsonl"), 100).expect("valid script");
+    harness_with(Arc::new(model), analyzers, None)
+}
+
+fn harness_with(
+    model: Arc<dyn crate::model::ModelProvider>,
+    analyzers: Vec<AnalyzerEntry>,
+    store: Option<Arc<crate::store::Store>>,
+) -> Harness {
     let log = Arc::new(EventLog::default());
     let stats = Arc::new(Stats::default());
     let settings = SessionSettings {
@@ -112,11 +120,14 @@ fn harness(replies: &str, analyzers: Vec<AnalyzerEntry>) -> Harness {
         placement: InstructionsPlacement::System,
         compaction: Default::default(),
     };
-    let runtime = Runtime::builder(settings, Arc::new(model))
+    let mut builder = Runtime::builder(settings, model)
         .analyzers(analyzers)
         .observer(log.clone())
-        .observer(stats.clone())
-        .build();
+        .observer(stats.clone());
+    if let Some(store) = store {
+        builder = builder.store(store);
+    }
+    let runtime = builder.build();
     Harness {
         runtime,
         log,
@@ -475,3 +486,6 @@ async fn closing_a_session_runs_chat_end_and_reports_undelivered_injections() {
         "a closed session says so"
     );
 }
+
+#[path = "store_tests.rs"]
+mod store;

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use murmur_plugin_api::{Hook, Injection, Origin, Role};
+use serde::{Deserialize, Serialize};
 
 use crate::config::InstructionsPlacement;
 use crate::events::{Boundary, EventKind, TurnOutcome};
@@ -101,6 +102,52 @@ pub struct TurnEnd {
     pub usage: Usage,
 }
 
+/// What a store keeps of a session besides its model context and its injections: enough
+/// to resume it after a restart (S37).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Turns started so far.
+    pub turns: u64,
+    /// User messages received so far (their sequence numbers).
+    pub user_seq: u64,
+    /// The session's own system prompt, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// The turn that was running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunningTurn>,
+    /// User messages waiting for a turn or a step boundary, in arrival order, with their
+    /// sequence numbers (S30).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<(u64, String)>,
+}
+
+/// The running turn in a [`Checkpoint`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningTurn {
+    /// The turn.
+    pub turn: u64,
+    /// Its current step.
+    pub step: u32,
+    /// Its system text, with the instructions delivered at its start.
+    pub instructions: String,
+}
+
+/// A session as a store gives it back.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// Counters, pending messages and the running turn.
+    pub checkpoint: Checkpoint,
+    /// The model context.
+    pub history: Vec<ContextMessage>,
+    /// Injections still queued, in queue order.
+    pub queued: Vec<Queued>,
+    /// The highest injection id the session gave out.
+    pub last_injection: u64,
+    /// Compactions so far (see [`TurnMachine::compactions`]).
+    pub compactions: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Model,
@@ -138,6 +185,8 @@ pub struct TurnMachine {
     user_seq: u64,
     /// Replaces `settings.system_prompt` for this session (an HTTP client's own).
     system_prompt: Option<String>,
+    /// Times the history's prefix was replaced by a compaction.
+    compactions: u64,
     events: Vec<EventKind>,
 }
 
@@ -155,8 +204,114 @@ impl TurnMachine {
             steer: Vec::new(),
             user_seq: 0,
             system_prompt: None,
+            compactions: 0,
             events: Vec::new(),
         }
+    }
+
+    /// A session restored from a store after a restart (S37). A turn that was running ends
+    /// as stopped, its unanswered tool calls answered with an error so the history stays
+    /// well-formed; user messages that were waiting then start their turns in arrival order
+    /// (the returned actions). Queued injections drain at the next boundary as usual.
+    pub fn restore(
+        id: Arc<str>,
+        settings: Arc<SessionSettings>,
+        restored: Restored,
+    ) -> (Self, Vec<Action>) {
+        let Restored {
+            checkpoint,
+            history,
+            queued,
+            last_injection,
+            compactions,
+        } = restored;
+        let mut m = TurnMachine {
+            history,
+            queue: InjectQueue::restore(queued, last_injection),
+            turns: checkpoint.turns,
+            user_seq: checkpoint.user_seq,
+            system_prompt: checkpoint.system_prompt,
+            compactions,
+            waiting: checkpoint
+                .pending
+                .into_iter()
+                .map(|(seq, text)| (seq, text, Arc::default()))
+                .collect(),
+            ..TurnMachine::new(id, settings)
+        };
+        let interrupted = checkpoint.running.as_ref().map(|r| r.turn);
+        m.events.push(EventKind::SessionResumed {
+            turns: m.turns,
+            messages: m.history.len(),
+            queued: m.queue.len(),
+            interrupted,
+        });
+        let mut actions = Vec::new();
+        if let Some(r) = checkpoint.running {
+            let unanswered: Vec<ToolCall> = m.unanswered_calls().into_iter().cloned().collect();
+            for call in unanswered {
+                let output = "error: the host restarted before this call returned";
+                m.events.push(EventKind::ToolResult {
+                    turn: r.turn,
+                    step: r.step,
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    output: output.into(),
+                });
+                m.history.push(ContextMessage::tool(&call, output));
+            }
+            m.running = Some(Running {
+                turn: r.turn,
+                step: r.step,
+                instructions: r.instructions,
+                phase: Phase::Model,
+                pending_calls: Vec::new(),
+                client_calls: Vec::new(),
+                answered_upto: 0,
+                options: Arc::default(),
+                usage: Usage::default(),
+            });
+            actions = m.end_turn(
+                TurnOutcome::Stopped,
+                String::new(),
+                Some("the host restarted during this turn".into()),
+            );
+        } else if let Some((seq, text, options)) = m.waiting.pop_front() {
+            m.begin_turn(seq, text, options, &mut actions);
+        }
+        (m, actions)
+    }
+
+    /// What a store keeps besides the history and the injections.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            turns: self.turns,
+            user_seq: self.user_seq,
+            system_prompt: self.system_prompt.clone(),
+            running: self.running.as_ref().map(|r| RunningTurn {
+                turn: r.turn,
+                step: r.step,
+                instructions: r.instructions.clone(),
+            }),
+            pending: self
+                .steer
+                .iter()
+                .cloned()
+                .chain(
+                    self.waiting
+                        .iter()
+                        .map(|(seq, text, _)| (*seq, text.clone())),
+                )
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// How many times a compaction replaced the history's prefix; between two equal counts
+    /// the history only grew at its end.
+    pub fn compactions(&self) -> u64 {
+        self.compactions
     }
 
     /// A session restored with this history, e.g. one ending in tool results (S11).
@@ -564,6 +719,7 @@ impl TurnMachine {
         let removed = compaction.removed.min(self.history.len());
         let replacement = compaction.replacement();
         self.history.splice(..removed, replacement);
+        self.compactions += 1;
     }
 
     /// The model answered the current step.
@@ -798,10 +954,12 @@ impl TurnMachine {
                     self.events.push(EventKind::InjectionEnqueued {
                         id: done.id,
                         analyzer: provenance.analyzer.to_string(),
+                        hook: provenance.hook,
                         lane: done.lane,
                         role,
                         key,
                         about_turn: provenance.about_turn,
+                        ttl_turns: provenance.ttl_turns,
                         content,
                         details,
                     });

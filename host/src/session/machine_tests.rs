@@ -20,11 +20,9 @@ fn machine() -> TurnMachine {
 fn prov(analyzer: &str, about_turn: u64) -> Provenance {
     Provenance {
         analyzer: analyzer.into(),
-        version: "1".into(),
         hook: Hook::TurnComplete,
         about_turn,
         ttl_turns: None,
-        created_ms: 0,
     }
 }
 

@@ -5,10 +5,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use murmur_plugin_api::{Hook, Injection, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where an injection goes (chosen by its role).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Lane {
     /// Appended to the system text of the next turn, once (S1).
@@ -33,16 +33,12 @@ impl Lane {
 pub struct Provenance {
     /// Analyzer instance name.
     pub analyzer: Arc<str>,
-    /// Version of the plugin that provides it.
-    pub version: Arc<str>,
     /// The hook whose run produced it.
     pub hook: Hook,
     /// The turn the run was about.
     pub about_turn: u64,
     /// The analyzer's `ttl_turns`.
     pub ttl_turns: Option<u32>,
-    /// When it was enqueued (ms since host start).
-    pub created_ms: u64,
 }
 
 /// One queued injection.
@@ -89,6 +85,16 @@ impl InjectQueue {
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A queue restored from a store: these entries in queue order, and the highest id the
+    /// session ever gave out, so new ids keep increasing.
+    pub fn restore(entries: Vec<Queued>, last_id: u64) -> Self {
+        let last_id = entries.iter().map(|q| q.id).fold(last_id, u64::max);
+        InjectQueue {
+            entries: entries.into(),
+            next_id: last_id,
+        }
     }
 
     /// Appends an injection at the end of the queue (S13); replaces a still-queued entry of
@@ -176,11 +182,9 @@ mod tests {
     fn prov(analyzer: &str, about_turn: u64, ttl: Option<u32>) -> Provenance {
         Provenance {
             analyzer: analyzer.into(),
-            version: "1".into(),
             hook: Hook::TurnComplete,
             about_turn,
             ttl_turns: ttl,
-            created_ms: 0,
         }
     }
 
