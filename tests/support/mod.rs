@@ -474,12 +474,18 @@ impl TestDir {
     /// Starts `murmur serve` on this folder's config, on a free loopback port, with these
     /// extra environment variables; returns once it listens.
     pub fn serve(&self, envs: &[(&str, &str)]) -> Server {
+        self.serve_with(&[], envs)
+    }
+
+    /// [`TestDir::serve`] with extra arguments (e.g. `--events FILE`).
+    pub fn serve_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let n = self.invocations.get() + 1;
         self.invocations.set(n);
         let stderr_path = self.join(format!("serve-stderr-{n}.txt"));
         let stderr = File::create(&stderr_path).expect("create stderr capture file");
         let mut cmd = Command::new(murmur_binary());
         cmd.args(["serve", "--config", CONFIG, "--listen", "127.0.0.1:0"])
+            .args(args)
             .current_dir(&self.path)
             .env("NO_COLOR", "1")
             .env("MURMUR_LOG", "warn")
@@ -620,6 +626,12 @@ impl Server {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -640,11 +652,21 @@ pub struct SseEvent {
 
 /// Reads a server-sent-event stream to its end.
 pub fn read_sse(response: reqwest::blocking::Response) -> Vec<SseEvent> {
+    let (events, ended) = read_sse_until_broken(response);
+    assert!(ended, "the event stream broke off after {events:?}");
+    events
+}
+
+/// Reads a server-sent-event stream until it ends or breaks off (a killed server); the
+/// events read, and whether the stream ended normally.
+pub fn read_sse_until_broken(response: reqwest::blocking::Response) -> (Vec<SseEvent>, bool) {
     use std::io::BufRead as _;
     let mut out = Vec::new();
     let (mut name, mut data) = (String::new(), String::new());
     for line in std::io::BufReader::new(response).lines() {
-        let line = line.expect("read the event stream");
+        let Ok(line) = line else {
+            return (out, false);
+        };
         if line.is_empty() {
             if !data.is_empty() {
                 let parsed = serde_json::from_str(&data)
@@ -662,5 +684,5 @@ pub fn read_sse(response: reqwest::blocking::Response) -> Vec<SseEvent> {
             data.push_str(v.trim_start());
         }
     }
-    out
+    (out, true)
 }
