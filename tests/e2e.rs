@@ -534,6 +534,96 @@ fn plugins_list_shows_the_good_plugins_and_one_short_rejected_line_per_broken_fi
 }
 
 #[test]
+fn a_table_pinned_to_another_sha256_is_refused_and_the_right_pin_runs() {
+    let t = setup("pinning");
+    t.plugins(&["configurable"]);
+    let config = t.config(MODEL);
+    let list = t.murmur([
+        OsStr::new("plugins"),
+        OsStr::new("list"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ]);
+    let file = fixture_file_name("configurable");
+    let sha = list
+        .stdout
+        .lines()
+        .find_map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (cells.first() == Some(&"sha256") && cells.get(2) == Some(&file.as_str()))
+                .then(|| cells[1].to_string())
+        })
+        .unwrap_or_else(|| panic!("no sha256 line for {file}\n{}", list.dump()));
+    assert_eq!(sha.len(), 64, "{sha}");
+    let wrong = "0".repeat(64);
+    t.config(&format!(
+        "{MODEL}{}{}",
+        configurable(
+            "trusted",
+            &format!(
+                "hooks = [\"turn_start\"]\nsha256 = \"{}\"",
+                sha.to_uppercase()
+            ),
+            "role = \"user\"\ntext = \"from trusted\""
+        ),
+        configurable(
+            "tampered",
+            &format!("hooks = [\"turn_start\"]\nsha256 = \"{wrong}\""),
+            "role = \"user\"\ntext = \"from tampered\""
+        ),
+    ));
+    t.model_script(&text_replies(&["one", "two"]));
+    t.conversation("first\n@wait 200ms\nsecond\n");
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+    let warning = run
+        .stderr()
+        .lines()
+        .find(|l| l.contains("`tampered`"))
+        .unwrap_or_else(|| panic!("no warning about `tampered`\n{}", run.dump()));
+    assert!(warning.contains(&file), "{warning}");
+    assert!(
+        warning.contains(&format!("has SHA-256 {sha}, but the table pins {wrong}")),
+        "{warning}"
+    );
+    let model_text = all_model_text(&run);
+    assert!(model_text.contains("from trusted"), "{}", run.dump());
+    assert!(!model_text.contains("from tampered"), "{}", run.dump());
+}
+
+#[test]
+fn a_plugins_dir_other_users_can_write_is_refused_unless_the_config_allows_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = setup("insecure-dir");
+    t.plugins(&["configurable"]);
+    let dir = t.join("plugins");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    t.model_script(&text_replies(&["one"]));
+    t.conversation("hello\n");
+    t.config(&format!("{MODEL}{}", configurable("notes", "", "")));
+    let run = t.run();
+    assert_eq!(run.code(), Some(2), "{}", run.dump());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("can be written by its group and every user (mode 0777)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("`chmod go-w {}`", dir.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("allow_insecure_plugins = true"), "{stderr}");
+
+    t.config(&format!(
+        "allow_insecure_plugins = true\n{MODEL}{}",
+        configurable("notes", "", "")
+    ));
+    let run = t.run();
+    assert_eq!(run.code(), Some(0), "{}", run.dump());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod back");
+}
+
+#[test]
 fn plugins_check_exits_1_with_the_reason_for_broken_files_and_0_with_a_summary_for_a_plugin() {
     let t = setup("plugins-check");
     t.plugins(&["configurable", "wrong-abi", "not-a-plugin"]);
@@ -549,6 +639,13 @@ fn plugins_check_exits_1_with_the_reason_for_broken_files_and_0_with_a_summary_f
     let out = t.murmur([OsStr::new("plugins"), OsStr::new("check"), good.as_os_str()]);
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert!(out.stdout.contains(": ok"), "{}", out.dump());
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("sha256 ")),
+        "{}",
+        out.dump()
+    );
     assert!(
         out.stdout.lines().any(|l| l
             .trim_start()

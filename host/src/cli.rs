@@ -705,6 +705,13 @@ fn plugins_list(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", table(&rows));
+    if !catalog.libraries.is_empty() {
+        // As sha256sum prints them: what a table's `sha256` pins.
+        println!();
+        for lib in &catalog.libraries {
+            println!("sha256  {}  {}", lib.sha256, file_name(&lib.file));
+        }
+    }
     if !catalog.rejected.is_empty() {
         println!();
         for r in &catalog.rejected {
@@ -722,10 +729,11 @@ fn plugins_list(config_path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn plugins_check(file: &Path) -> ExitCode {
-    match loader::load_file(file) {
+    match loader::load_file(file, true) {
         Ok(lib) => {
             let m = &lib.manifest;
             println!("{}: ok", file.display());
+            println!("  sha256 {}", lib.sha256);
             println!(
                 "  plugin {} {} (murmur-plugin-api {}, ABI {})",
                 m.name,

@@ -27,6 +27,7 @@ mod chat;
 pub mod cli;
 pub mod config;
 pub mod conversation;
+pub mod digest;
 pub mod eval;
 pub mod events;
 pub mod file_error;

@@ -356,6 +356,7 @@ pub fn setup(name: &str) -> TestDir {
         .expect("create a temporary test folder");
     let path = dir.path().to_path_buf();
     fs::create_dir(path.join("plugins")).expect("create plugins/");
+    not_writable_by_others(&path.join("plugins"));
     // The host shadow-copies plugins into $TMPDIR; keep those copies inside the test folder.
     fs::create_dir(path.join("tmp")).expect("create tmp/");
     TestDir {
@@ -399,6 +400,7 @@ impl TestDir {
                     to.display()
                 )
             });
+            not_writable_by_others(&to);
         }
         self
     }
@@ -413,6 +415,7 @@ impl TestDir {
             fs::copy(&from, &to).unwrap_or_else(|e| {
                 panic!("cannot copy {} to {}: {e}", from.display(), to.display())
             });
+            not_writable_by_others(&to);
         }
         self
     }
@@ -425,6 +428,7 @@ impl TestDir {
         }
         fs::write(&path, contents)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        not_writable_by_others(&path);
         path
     }
 
@@ -575,6 +579,18 @@ impl TestDir {
             elapsed: started.elapsed(),
         }
     }
+}
+
+/// Clears the group and other write bits, which the host refuses in plugin folders and
+/// files, whatever the umask the tests run under.
+fn not_writable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o022))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 fn read_lossy(path: &Path) -> String {

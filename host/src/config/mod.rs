@@ -64,6 +64,8 @@ pub struct Config {
     pub file: PathBuf,
     /// Folder scanned for plugin libraries.
     pub plugins_dir: PathBuf,
+    /// Load plugins even from a folder or file that other users can write to.
+    pub allow_insecure_plugins: bool,
     /// Base system prompt of every session.
     pub system_prompt: String,
     /// Most model calls in one turn.
@@ -186,6 +188,8 @@ pub struct AnalyzerConfig {
     pub every_n_turns: u32,
     /// The model its `complete` calls use unless they name one (a key of `models`).
     pub model: Option<String>,
+    /// The SHA-256 (lowercase hex) its plugin file must have; a file that differs is refused.
+    pub sha256: Option<String>,
     /// `[analyzer.config]` as JSON.
     pub config: serde_json::Value,
     /// Line of the table in the file.
@@ -203,6 +207,8 @@ pub struct ToolConfig {
     pub enabled: bool,
     /// Timeout of one call.
     pub timeout: Duration,
+    /// The SHA-256 (lowercase hex) its plugin file must have; a file that differs is refused.
+    pub sha256: Option<String>,
     /// `[tool.config]` as JSON.
     pub config: serde_json::Value,
     /// Line of the table in the file.
@@ -310,6 +316,7 @@ impl Config {
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "plugins_dir",
+    "allow_insecure_plugins",
     "system_prompt",
     "max_steps",
     "defer_timeout",
@@ -507,6 +514,7 @@ impl Resolver<'_> {
         Config {
             file: self.file.clone(),
             plugins_dir,
+            allow_insecure_plugins: raw.allow_insecure_plugins.unwrap_or(false),
             system_prompt: raw
                 .system_prompt
                 .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string()),
@@ -1112,10 +1120,26 @@ impl Resolver<'_> {
             ttl_turns,
             every_n_turns: self.positive(a.every_n_turns.as_ref(), &key("every_n_turns"), 1, 1),
             model: a.model.map(|m| m.into_inner()),
+            sha256: self.sha256(a.sha256.as_ref(), &key("sha256")),
             config: table_to_json(a.config),
             line,
             name,
         }
+    }
+
+    /// A pinned SHA-256: 64 hex digits, kept lowercase.
+    fn sha256(&mut self, v: Option<&Spanned<String>>, key: &str) -> Option<String> {
+        let v = v?;
+        let hex = v.get_ref().trim().to_ascii_lowercase();
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            self.error(
+                Some(v.span()),
+                key,
+                "must be 64 hex digits, the SHA-256 of the plugin file (`murmur plugins list` prints it; so does `sha256sum FILE`)",
+            );
+            return None;
+        }
+        Some(hex)
     }
 
     fn tool(&mut self, i: usize, t: Spanned<RawTool>, timeout: Duration) -> ToolConfig {
@@ -1141,6 +1165,7 @@ impl Resolver<'_> {
                 .unwrap_or_else(|| name.clone()),
             enabled: t.enabled.unwrap_or(true),
             timeout: self.duration(t.timeout.as_ref(), &format!("tool[{i}].timeout"), timeout),
+            sha256: self.sha256(t.sha256.as_ref(), &format!("tool[{i}].sha256")),
             config: table_to_json(t.config),
             line,
             name,

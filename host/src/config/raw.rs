@@ -10,6 +10,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub plugins_dir: Option<Spanned<String>>,
+    pub allow_insecure_plugins: Option<bool>,
     pub system_prompt: Option<String>,
     pub max_steps: Option<Spanned<i64>>,
     pub defer_timeout: Option<Spanned<String>>,
@@ -138,6 +139,8 @@ pub struct RawAnalyzer {
     pub every_n_turns: Option<Spanned<i64>>,
     /// The model its `complete` calls use by default (a `[models.NAME]` name).
     pub model: Option<Spanned<String>>,
+    /// The SHA-256 its plugin file must have.
+    pub sha256: Option<Spanned<String>>,
     pub config: Option<toml::Table>,
 }
 
@@ -149,5 +152,7 @@ pub struct RawTool {
     pub plugin: Option<Spanned<String>>,
     pub enabled: Option<bool>,
     pub timeout: Option<Spanned<String>>,
+    /// The SHA-256 its plugin file must have.
+    pub sha256: Option<Spanned<String>>,
     pub config: Option<toml::Table>,
 }

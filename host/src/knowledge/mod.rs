@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use murmur_plugin_api::SearchHit;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
@@ -785,12 +784,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, KnowledgeError> {
     })
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use crate::digest::sha256_hex as sha256;
 
 fn read_manifest(index: &Path) -> Option<Manifest> {
     let text = std::fs::read_to_string(index.join(MANIFEST)).ok()?;

@@ -1,5 +1,6 @@
-//! Opening plugin libraries: scan a folder, shadow-copy each `.so`, load it through
-//! abi_stable, check versions and capabilities, and summarise refusals in one line.
+//! Opening plugin libraries: scan a folder, refuse files that other users could have
+//! written, shadow-copy each `.so`, load it through abi_stable, check versions and
+//! capabilities, and summarise refusals in one line.
 //!
 //! Libraries are never unloaded (abi_stable does not support it). Each file is copied to a
 //! unique shadow path before loading, so the original can be replaced on disk without
@@ -19,6 +20,8 @@ use crate::services::HOST_CAPABILITIES;
 pub struct PluginLibrary {
     /// The file it was loaded from (not the shadow copy).
     pub file: PathBuf,
+    /// The SHA-256 of the bytes loaded (lowercase hex), which `sha256` pins check.
+    pub sha256: String,
     /// What it exports.
     pub manifest: Manifest,
     pub(crate) module: PluginModuleRef,
@@ -48,8 +51,39 @@ fn shadow_dir() -> PathBuf {
     std::env::temp_dir().join(format!("murmur-shadow-{}", std::process::id()))
 }
 
-/// Loads one library file.
-pub fn load_file(file: &Path) -> Result<PluginLibrary, Rejection> {
+/// Whether Murmur may load code from a plugin folder or file: it must belong to this user
+/// or root, and no other user may write to it (as ssh requires of its keys). Otherwise the
+/// reason and the fix.
+pub fn check_permissions(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    let fix = "or set `allow_insecure_plugins = true` in the config to load it anyway";
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "{} belongs to user id {}, neither you ({me}) nor root: its owner can change the code Murmur runs. Fix: `chown {me} {}`, {fix}",
+            path.display(),
+            meta.uid(),
+            path.display()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (false, false) => return Ok(()),
+        (true, false) => "its group",
+        (false, true) => "every user",
+        (true, true) => "its group and every user",
+    };
+    Err(format!(
+        "{} can be written by {who} (mode {mode:04o}): whoever can write it can run code inside Murmur. Fix: `chmod go-w {}`, {fix}",
+        path.display(),
+        path.display()
+    ))
+}
+
+/// Loads one library file; with `check_owner`, only if [`check_permissions`] allows it.
+pub fn load_file(file: &Path, check_owner: bool) -> Result<PluginLibrary, Rejection> {
     let reject = |reason: String| Rejection {
         file: file.to_path_buf(),
         reason,
@@ -57,6 +91,9 @@ pub fn load_file(file: &Path) -> Result<PluginLibrary, Rejection> {
     let meta = std::fs::metadata(file).map_err(|e| reject(format!("cannot read: {e}")))?;
     if !meta.is_file() {
         return Err(reject("not a regular file".into()));
+    }
+    if check_owner {
+        check_permissions(file).map_err(|why| reject(format!("refused: {why}")))?;
     }
     let dir = shadow_dir();
     std::fs::create_dir_all(&dir).map_err(|e| {
@@ -73,6 +110,14 @@ pub fn load_file(file: &Path) -> Result<PluginLibrary, Rejection> {
     let shadow = dir.join(format!("{generation}-{name}"));
     std::fs::copy(file, &shadow)
         .map_err(|e| reject(format!("cannot copy to {}: {e}", shadow.display())))?;
+    // The digest of the copy that is loaded, not of a file that may change meanwhile.
+    let sha256 = match std::fs::read(&shadow) {
+        Ok(bytes) => crate::digest::sha256_hex(&bytes),
+        Err(e) => {
+            let _ = std::fs::remove_file(&shadow);
+            return Err(reject(format!("cannot read {}: {e}", shadow.display())));
+        }
+    };
     let loaded = lib_header_from_path(&shadow)
         .and_then(|header| header.init_root_module::<PluginModuleRef>());
     // The mapping stays valid after the path is gone; the folder goes when empty.
@@ -85,6 +130,7 @@ pub fn load_file(file: &Path) -> Result<PluginLibrary, Rejection> {
     check_handshake(&manifest).map_err(reject)?;
     Ok(PluginLibrary {
         file: file.to_path_buf(),
+        sha256,
         manifest,
         module,
     })
@@ -159,18 +205,34 @@ pub struct Scan {
     pub rejected: Vec<Rejection>,
 }
 
+/// Why a folder was not scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanDirError {
+    /// It cannot be read.
+    #[error("cannot read it: {0}")]
+    Read(#[from] std::io::Error),
+    /// Other users could put code in it ([`check_permissions`]).
+    #[error("refused: {0}")]
+    Insecure(String),
+}
+
 /// Loads every `*.so` in `dir` (not recursive), in file-name order. A bad file is rejected
 /// and the others load. A library that exports a name an earlier one already exports is
-/// rejected too, so names stay unambiguous.
-pub fn scan_dir(dir: &Path) -> Result<Scan, std::io::Error> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+/// rejected too, so names stay unambiguous. Unless `allow_insecure`, a folder or file that
+/// [`check_permissions`] refuses is not loaded.
+pub fn scan_dir(dir: &Path, allow_insecure: bool) -> Result<Scan, ScanDirError> {
+    let entries = std::fs::read_dir(dir)?;
+    if !allow_insecure {
+        check_permissions(dir).map_err(ScanDirError::Insecure)?;
+    }
+    let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "so"))
         .collect();
     files.sort();
     let mut scan = Scan::default();
     for file in files {
-        match load_file(&file) {
+        match load_file(&file, !allow_insecure) {
             Ok(lib) => match clash(&scan.libraries, &lib) {
                 Some(reason) => scan.rejected.push(Rejection { file, reason }),
                 None => {
@@ -240,12 +302,55 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("garbage.so");
         std::fs::write(&file, "not an ELF file").expect("write");
-        let r = load_file(&file).expect_err("garbage");
+        let r = load_file(&file, true).expect_err("garbage");
         assert!(
             r.reason.starts_with("not a loadable shared library"),
             "{}",
             r.reason
         );
         assert_eq!(r.reason.lines().count(), 1);
+    }
+
+    #[test]
+    fn folders_and_files_that_others_can_write_are_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("lib.so");
+        std::fs::write(&file, "x").expect("write");
+        let chmod = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        chmod(dir.path(), 0o755);
+        chmod(&file, 0o644);
+        assert_eq!(check_permissions(dir.path()), Ok(()));
+        assert_eq!(check_permissions(&file), Ok(()));
+
+        chmod(&file, 0o664);
+        let e = check_permissions(&file).expect_err("group-writable");
+        assert!(e.contains("can be written by its group (mode 0664)"), "{e}");
+        assert!(
+            e.contains(&format!("`chmod go-w {}`", file.display())),
+            "{e}"
+        );
+        assert!(e.contains("allow_insecure_plugins = true"), "{e}");
+        let r = load_file(&file, true).expect_err("refused");
+        assert!(r.reason.starts_with("refused: "), "{}", r.reason);
+        let r = load_file(&file, false).expect_err("not a library, but not refused for its mode");
+        assert!(r.reason.starts_with("not a loadable"), "{}", r.reason);
+
+        chmod(dir.path(), 0o777);
+        let e = check_permissions(dir.path()).expect_err("world-writable");
+        assert!(e.contains("every user"), "{e}");
+        match scan_dir(dir.path(), false) {
+            Err(ScanDirError::Insecure(why)) => assert!(why.contains("mode 0777"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let scan = scan_dir(dir.path(), true).expect("allowed");
+        assert_eq!(
+            scan.rejected.len(),
+            1,
+            "loaded and rejected as not a library"
+        );
+        chmod(dir.path(), 0o700);
     }
 }

@@ -32,16 +32,16 @@ pub struct InstanceError {
     pub message: String,
 }
 
-/// The plugin folder could not be read.
+/// The plugin folder was not scanned.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read plugins_dir {}: {source} (set `plugins_dir` in {config})", dir.display())]
+#[error("plugins_dir {} (set in {config}): {reason}", dir.display())]
 pub struct ScanError {
     /// The folder.
     pub dir: PathBuf,
     /// The config file that names it.
     pub config: String,
-    /// The I/O error.
-    pub source: std::io::Error,
+    /// Why.
+    pub reason: loader::ScanDirError,
 }
 
 /// Loaded libraries and refused files.
@@ -91,16 +91,18 @@ impl Catalog {
 
     /// Loads every plugin in the config's `plugins_dir`.
     pub fn load(config: &Config) -> Result<Catalog, ScanError> {
-        Self::load_dir(&config.plugins_dir).map_err(|source| ScanError {
-            dir: config.plugins_dir.clone(),
-            config: config.file.display().to_string(),
-            source,
+        Self::load_dir(&config.plugins_dir, config.allow_insecure_plugins).map_err(|reason| {
+            ScanError {
+                dir: config.plugins_dir.clone(),
+                config: config.file.display().to_string(),
+                reason,
+            }
         })
     }
 
-    /// Loads every plugin in a folder.
-    pub fn load_dir(dir: &Path) -> Result<Catalog, std::io::Error> {
-        let scan = loader::scan_dir(dir)?;
+    /// Loads every plugin in a folder (see [`loader::scan_dir`]).
+    pub fn load_dir(dir: &Path, allow_insecure: bool) -> Result<Catalog, loader::ScanDirError> {
+        let scan = loader::scan_dir(dir, allow_insecure)?;
         Ok(Catalog {
             libraries: scan.libraries.into_iter().map(Arc::new).collect(),
             rejected: scan.rejected,
@@ -131,6 +133,10 @@ impl Catalog {
                 )));
                 continue;
             };
+            if let Err(why) = pinned(lib, a.sha256.as_deref()) {
+                out.errors.push(error(why));
+                continue;
+            }
             let config_json = a.config.to_string();
             let created =
                 (lib.module.new_analyzer())(a.plugin.as_str().into(), config_json.as_str().into());
@@ -178,6 +184,10 @@ impl Catalog {
                 )));
                 continue;
             };
+            if let Err(why) = pinned(lib, t.sha256.as_deref()) {
+                out.errors.push(error(why));
+                continue;
+            }
             let config_json = t.config.to_string();
             let created =
                 (lib.module.new_tool())(t.plugin.as_str().into(), config_json.as_str().into());
@@ -204,7 +214,21 @@ impl Catalog {
         }
         out
     }
+}
 
+/// Checks a table's `sha256` pin against the library that provides its plugin.
+fn pinned(lib: &PluginLibrary, pin: Option<&str>) -> Result<(), String> {
+    match pin {
+        Some(pin) if pin != lib.sha256 => Err(format!(
+            "{} has SHA-256 {}, but the table pins {pin}; refused (if the new file is trusted, update `sha256`)",
+            lib.file.display(),
+            lib.sha256
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Catalog {
     fn export_names(&self, names: impl Fn(&murmur_plugin_api::Manifest) -> Vec<String>) -> String {
         let all: Vec<String> = self
             .libraries
