@@ -66,11 +66,13 @@ fn coach() -> AnalyzerEntry {
             enabled: true,
             every_n_turns: 1,
             defer_timeout: Duration::from_secs(5),
+            health: Default::default(),
         },
         timeout: Duration::from_secs(30),
         ttl_turns: None,
         config_json: "{}".into(),
         model: None,
+        quarantine_after: 0,
         backend: Arc::new(Coach),
     }
 }

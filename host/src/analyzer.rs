@@ -83,6 +83,9 @@ pub enum RunError {
     /// The analyzer stopped after cancellation.
     #[error("{0}")]
     Cancelled(String),
+    /// The process running it (`isolation = "process"`) ended during the run.
+    #[error("{0}")]
+    Crashed(String),
 }
 
 /// Something that can run an analyzer.
@@ -111,6 +114,8 @@ pub struct AnalyzerEntry {
     pub config_json: Arc<str>,
     /// The model its `complete` calls use by default.
     pub model: Option<Arc<str>>,
+    /// Crashes or timeouts in a row that put it in quarantine (0: never).
+    pub quarantine_after: u32,
     /// How to run it.
     pub backend: Arc<dyn AnalyzerBackend>,
 }

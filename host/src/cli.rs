@@ -55,6 +55,10 @@ enum Command {
     Eval(EvalArgs),
     /// Serve sessions over HTTP: a session API with server-sent events, health and metrics.
     Serve(ServeArgs),
+    /// Run one analyzer for a host that isolates it in a process (`isolation = "process"`);
+    /// speaks the plugin-runner protocol on stdin and stdout. Started by the host.
+    #[command(hide = true)]
+    PluginRunner,
 }
 
 #[derive(Debug, clap::Args)]
@@ -201,6 +205,7 @@ pub fn main() -> ExitCode {
         Command::Index { config, force } => index(&config, force),
         Command::Eval(args) => eval(args),
         Command::Serve(args) => serve(args),
+        Command::PluginRunner => Ok(crate::plugins::runner::main()),
     };
     match result {
         Ok(code) => code,

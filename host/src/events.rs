@@ -58,6 +58,8 @@ pub enum RunOutcome {
     TimedOut,
     /// It stopped after the host cancelled it.
     Cancelled,
+    /// Its process (`isolation = "process"`) died during the run.
+    Crashed,
 }
 
 /// Which kind of boundary delivered an injection.
@@ -205,6 +207,14 @@ pub enum EventKind {
     InjectionUndelivered { id: u64, analyzer: String },
     /// Something went wrong outside a turn's own outcome.
     Error { message: String },
+    /// An analyzer crashed or timed out `failures` times in a row and runs no more, in any
+    /// session, until the host restarts.
+    AnalyzerQuarantined {
+        analyzer: String,
+        failures: u32,
+        /// The last failure.
+        error: String,
+    },
     /// The session was restored from the store after a host restart (S37). A turn that was
     /// running when the host stopped ends as stopped (`interrupted` names it); queued
     /// injections wait for the next boundary.
@@ -402,6 +412,15 @@ impl Observer for TracingLog {
                 "context compacted"
             ),
             EventKind::Error { message } => tracing::error!(session = s, "{message}"),
+            EventKind::AnalyzerQuarantined {
+                analyzer,
+                failures,
+                error,
+            } => tracing::error!(
+                analyzer,
+                failures,
+                "analyzer `{analyzer}` quarantined after {failures} crashes or timeouts in a row; it runs no more until the host restarts (last: {error})"
+            ),
             EventKind::SessionResumed {
                 turns,
                 messages,
@@ -431,6 +450,10 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Runs past their hard timeout.
     pub timed_out: AtomicU64,
+    /// Runs whose process died (`isolation = "process"`).
+    pub crashed: AtomicU64,
+    /// Analyzers put in quarantine.
+    pub quarantined: AtomicU64,
     /// Hooks folded into a follow-up run.
     pub coalesced: AtomicU64,
     /// Injections enqueued.
@@ -462,6 +485,8 @@ impl Stats {
             ("analyzer_runs", get(&self.runs)),
             ("failed", get(&self.failed)),
             ("timed_out", get(&self.timed_out)),
+            ("crashed", get(&self.crashed)),
+            ("quarantined", get(&self.quarantined)),
             ("coalesced", get(&self.coalesced)),
             ("enqueued", get(&self.enqueued)),
             ("delivered", get(&self.delivered)),
@@ -488,9 +513,11 @@ impl Observer for Stats {
                 match outcome {
                     RunOutcome::Failed | RunOutcome::Panicked => bump(&self.failed),
                     RunOutcome::TimedOut => bump(&self.timed_out),
+                    RunOutcome::Crashed => bump(&self.crashed),
                     RunOutcome::Ok | RunOutcome::Cancelled => {}
                 }
             }
+            EventKind::AnalyzerQuarantined { .. } => bump(&self.quarantined),
             EventKind::RunCoalesced { .. } => bump(&self.coalesced),
             EventKind::InjectionEnqueued { .. } => bump(&self.enqueued),
             EventKind::InjectionDelivered { .. } => bump(&self.delivered),

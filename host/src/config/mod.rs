@@ -190,11 +190,33 @@ pub struct AnalyzerConfig {
     pub model: Option<String>,
     /// The SHA-256 (lowercase hex) its plugin file must have; a file that differs is refused.
     pub sha256: Option<String>,
+    /// Where it runs.
+    pub isolation: Isolation,
+    /// Crashes or timeouts in a row that put it in quarantine (0: never).
+    pub quarantine_after: u32,
     /// `[analyzer.config]` as JSON.
     pub config: serde_json::Value,
     /// Line of the table in the file.
     pub line: usize,
 }
+
+/// Where an analyzer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// In the host process, on its blocking pool (the default: no overhead).
+    InProcess,
+    /// In a `murmur plugin-runner` child that the host kills at the hard timeout and
+    /// restarts after a crash.
+    Process {
+        /// The child's address-space limit in bytes.
+        memory_limit: u64,
+    },
+}
+
+/// Default `memory_limit_mb` of a process-isolated analyzer.
+pub const DEFAULT_MEMORY_LIMIT_MB: u32 = 1024;
+/// Default `quarantine_after`.
+pub const DEFAULT_QUARANTINE_AFTER: u32 = 3;
 
 /// One `[[tool]]` table.
 #[derive(Debug, Clone)]
@@ -317,6 +339,7 @@ impl Config {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "plugins_dir",
     "allow_insecure_plugins",
+    "quarantine_after",
     "system_prompt",
     "max_steps",
     "defer_timeout",
@@ -483,11 +506,17 @@ impl Resolver<'_> {
         let server = self.server(raw.server.as_ref());
         let store = self.store(raw.store.as_ref());
         let (models, chat_model) = self.models(raw.model, raw.models);
+        let quarantine_after = self.positive(
+            raw.quarantine_after.as_ref(),
+            "quarantine_after",
+            0,
+            DEFAULT_QUARANTINE_AFTER,
+        );
         let analyzers: Vec<AnalyzerConfig> = raw
             .analyzers
             .into_iter()
             .enumerate()
-            .map(|(i, a)| self.analyzer(i, a, defer_timeout, analyzer_timeout))
+            .map(|(i, a)| self.analyzer(i, a, defer_timeout, analyzer_timeout, quarantine_after))
             .collect();
         let tools: Vec<ToolConfig> = raw
             .tools
@@ -1077,6 +1106,7 @@ impl Resolver<'_> {
         a: Spanned<RawAnalyzer>,
         defer: Duration,
         timeout: Duration,
+        quarantine_after: u32,
     ) -> AnalyzerConfig {
         let line = self.line_of(a.span().start);
         let a = a.into_inner();
@@ -1121,9 +1151,61 @@ impl Resolver<'_> {
             every_n_turns: self.positive(a.every_n_turns.as_ref(), &key("every_n_turns"), 1, 1),
             model: a.model.map(|m| m.into_inner()),
             sha256: self.sha256(a.sha256.as_ref(), &key("sha256")),
+            isolation: self.isolation(
+                a.isolation.as_ref(),
+                a.memory_limit_mb.as_ref(),
+                &key("isolation"),
+                &key("memory_limit_mb"),
+            ),
+            quarantine_after: self.positive(
+                a.quarantine_after.as_ref(),
+                &key("quarantine_after"),
+                0,
+                quarantine_after,
+            ),
             config: table_to_json(a.config),
             line,
             name,
+        }
+    }
+
+    fn isolation(
+        &mut self,
+        kind: Option<&Spanned<String>>,
+        memory: Option<&Spanned<i64>>,
+        key: &str,
+        memory_key: &str,
+    ) -> Isolation {
+        let process = match kind {
+            None => false,
+            Some(v) => {
+                match v.get_ref().as_str() {
+                    "in_process" => false,
+                    "process" => true,
+                    other => {
+                        self.error(
+                        Some(v.span()),
+                        key,
+                        format!("unknown isolation `{other}`; expected \"in_process\" or \"process\""),
+                    );
+                        false
+                    }
+                }
+            }
+        };
+        if !process {
+            if let Some(m) = memory {
+                self.error(
+                    Some(m.span()),
+                    memory_key,
+                    "only an analyzer with isolation = \"process\" has a memory limit",
+                );
+            }
+            return Isolation::InProcess;
+        }
+        let mb = self.positive(memory, memory_key, 64, DEFAULT_MEMORY_LIMIT_MB);
+        Isolation::Process {
+            memory_limit: u64::from(mb) << 20,
         }
     }
 

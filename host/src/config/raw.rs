@@ -11,6 +11,7 @@ use toml::Spanned;
 pub struct RawConfig {
     pub plugins_dir: Option<Spanned<String>>,
     pub allow_insecure_plugins: Option<bool>,
+    pub quarantine_after: Option<Spanned<i64>>,
     pub system_prompt: Option<String>,
     pub max_steps: Option<Spanned<i64>>,
     pub defer_timeout: Option<Spanned<String>>,
@@ -141,6 +142,12 @@ pub struct RawAnalyzer {
     pub model: Option<Spanned<String>>,
     /// The SHA-256 its plugin file must have.
     pub sha256: Option<Spanned<String>>,
+    /// `in_process` or `process`.
+    pub isolation: Option<Spanned<String>>,
+    /// With `process`: the child's address-space limit in MiB.
+    pub memory_limit_mb: Option<Spanned<i64>>,
+    /// Crashes or timeouts in a row before quarantine.
+    pub quarantine_after: Option<Spanned<i64>>,
     pub config: Option<toml::Table>,
 }
 

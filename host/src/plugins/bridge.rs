@@ -53,8 +53,51 @@ fn call_analyzer(
     instance: &FfiAnalyzerBox,
     request: &RunRequest,
 ) -> Result<Vec<Injection>, RunError> {
-    let tool_calls: Vec<String> = request
-        .view
+    let services = HostServices {
+        owner: request.analyzer.clone(),
+        session: request.session.clone(),
+        cancel: request.cancel.clone(),
+        state: request.state.clone(),
+        hub: request.services.clone(),
+        default_model: request.default_model.clone(),
+        deadline: request.deadline,
+        tokens: request.tokens.clone(),
+    };
+    let input = CallInput {
+        session: &request.session,
+        hook: request.hook,
+        turn: request.turn,
+        step: request.step,
+        messages: &request.view.messages,
+        latest_user: request.view.latest_user.as_deref(),
+        latest_reply: request.view.latest_reply.as_deref(),
+        config_json: &request.config_json,
+        deadline: request.deadline,
+    };
+    analyze(instance, &input, &services)
+}
+
+/// What one analyzer call is given, borrowed from the host or from a runner's frame.
+pub(crate) struct CallInput<'a> {
+    pub session: &'a str,
+    pub hook: murmur_plugin_api::Hook,
+    pub turn: u64,
+    pub step: u32,
+    pub messages: &'a [crate::model::ContextMessage],
+    pub latest_user: Option<&'a str>,
+    pub latest_reply: Option<&'a str>,
+    pub config_json: &'a str,
+    pub deadline: std::time::SystemTime,
+}
+
+/// Calls the analyzer across the boundary with these host services: in the host, or in a
+/// `murmur plugin-runner` child whose services go back to the host over a pipe.
+pub(crate) fn analyze<S: FfiHostServices>(
+    instance: &FfiAnalyzerBox,
+    input: &CallInput<'_>,
+    services: &S,
+) -> Result<Vec<Injection>, RunError> {
+    let tool_calls: Vec<String> = input
         .messages
         .iter()
         .map(|m| {
@@ -65,8 +108,7 @@ fn call_analyzer(
             }
         })
         .collect();
-    let messages: Vec<FfiMessage<'_>> = request
-        .view
+    let messages: Vec<FfiMessage<'_>> = input
         .messages
         .iter()
         .zip(&tool_calls)
@@ -84,32 +126,22 @@ fn call_analyzer(
         })
         .collect();
     let ctx = FfiContext {
-        session_id: (*request.session).into(),
-        turn: request.turn,
-        step: request.step,
-        hook: request.hook.code(),
+        session_id: input.session.into(),
+        turn: input.turn,
+        step: input.step,
+        hook: input.hook.code(),
         messages: messages.as_slice().into(),
-        latest_user: request.view.latest_user.as_deref().unwrap_or("").into(),
-        latest_reply: request.view.latest_reply.as_deref().unwrap_or("").into(),
-        config_json: (*request.config_json).into(),
-        deadline_unix_ms: request
+        latest_user: input.latest_user.unwrap_or("").into(),
+        latest_reply: input.latest_reply.unwrap_or("").into(),
+        config_json: input.config_json.into(),
+        deadline_unix_ms: input
             .deadline
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
         extensions_json: "{}".into(),
     };
-    let services = HostServices {
-        owner: request.analyzer.clone(),
-        session: request.session.clone(),
-        cancel: request.cancel.clone(),
-        state: request.state.clone(),
-        hub: request.services.clone(),
-        default_model: request.default_model.clone(),
-        deadline: request.deadline,
-        tokens: request.tokens.clone(),
-    };
-    let host = FfiHostServices_TO::from_ptr(&services, TD_Opaque);
+    let host = FfiHostServices_TO::from_ptr(services, TD_Opaque);
     match instance.analyze(&ctx, host).into_result() {
         Ok(injections) => Ok(injections
             .into_iter()
@@ -198,14 +230,7 @@ struct HostServices {
 
 impl FfiHostServices for HostServices {
     fn log(&self, level: u8, message: RStr<'_>) {
-        let (owner, session, message) = (&*self.owner, &*self.session, message.as_str());
-        match level {
-            0 => tracing::error!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
-            1 => tracing::warn!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
-            2 => tracing::info!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
-            3 => tracing::debug!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
-            _ => tracing::trace!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
-        }
+        plugin_log(level, &self.owner, &self.session, message.as_str());
     }
 
     fn state_get(&self, key: RStr<'_>) -> ROption<RString> {
@@ -240,24 +265,12 @@ impl FfiHostServices for HostServices {
             deadline: self.deadline,
             tokens: &self.tokens,
         };
-        // A panic in host code must not unwind into the plugin.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            hub.call(service.as_str(), request_json.as_str(), &scope)
-        }))
-        .unwrap_or_else(|_| Err(ServiceError::Failed("host service panicked".into())));
-        match result {
+        match call_service(hub, service.as_str(), request_json.as_str(), &scope) {
             Ok(text) => ROk(text.into()),
-            Err(e) => {
-                let (code, message) = match e {
-                    ServiceError::Unsupported(m) => (ErrorCode::Unsupported, m),
-                    ServiceError::Cancelled(m) => (ErrorCode::Cancelled, m),
-                    ServiceError::Failed(m) => (ErrorCode::Failed, m),
-                };
-                RErr(FfiError {
-                    code: code as u32,
-                    message: message.into(),
-                })
-            }
+            Err((code, message)) => RErr(FfiError {
+                code: code as u32,
+                message: message.into(),
+            }),
         }
     }
 
@@ -265,5 +278,35 @@ impl FfiHostServices for HostServices {
         serde_json::to_string(HOST_CAPABILITIES)
             .unwrap_or_default()
             .into()
+    }
+}
+
+/// Calls a host service for plugin code, in the host or for a runner child: a panic in host
+/// code becomes an error rather than unwinding into the plugin.
+pub(crate) fn call_service(
+    hub: &ServiceHub,
+    service: &str,
+    request_json: &str,
+    scope: &CallScope<'_>,
+) -> Result<String, (ErrorCode, String)> {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        hub.call(service, request_json, scope)
+    }))
+    .unwrap_or_else(|_| Err(ServiceError::Failed("host service panicked".into())));
+    result.map_err(|e| match e {
+        ServiceError::Unsupported(m) => (ErrorCode::Unsupported, m),
+        ServiceError::Cancelled(m) => (ErrorCode::Cancelled, m),
+        ServiceError::Failed(m) => (ErrorCode::Failed, m),
+    })
+}
+
+/// A log line of plugin code, attributed to its analyzer (or tool) and session.
+pub(crate) fn plugin_log(level: u8, owner: &str, session: &str, message: &str) {
+    match level {
+        0 => tracing::error!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+        1 => tracing::warn!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+        2 => tracing::info!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+        3 => tracing::debug!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
+        _ => tracing::trace!(target: "murmur::plugin", analyzer = owner, session, "{message}"),
     }
 }

@@ -3,6 +3,9 @@
 
 pub mod bridge;
 pub mod loader;
+pub mod process;
+pub mod protocol;
+pub mod runner;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,31 +141,70 @@ impl Catalog {
                 continue;
             }
             let config_json = a.config.to_string();
-            let created =
-                (lib.module.new_analyzer())(a.plugin.as_str().into(), config_json.as_str().into());
-            match created.into_result() {
-                Ok(instance) => out.analyzers.push(AnalyzerEntry {
-                    name: a.name.as_str().into(),
-                    plugin: a.plugin.clone(),
-                    version: lib.manifest.version.as_str().into(),
-                    slot: SlotSpec {
-                        hooks: a.hooks.clone().unwrap_or_else(|| info.hooks.clone()),
-                        enabled: a.enabled,
-                        every_n_turns: a.every_n_turns,
-                        defer_timeout: a.defer_timeout,
-                    },
-                    timeout: a.timeout,
-                    ttl_turns: a.ttl_turns,
-                    config_json: config_json.into(),
-                    model: a.model.as_deref().map(Arc::from),
-                    backend: Arc::new(bridge::PluginAnalyzer::new(instance)),
-                }),
-                Err(e) => out.errors.push(error(format!(
-                    "{} refused its config: {}",
-                    lib.file.display(),
-                    e.message.as_str()
-                ))),
-            }
+            let backend: Arc<dyn crate::analyzer::AnalyzerBackend> = match a.isolation {
+                crate::config::Isolation::InProcess => {
+                    let created = (lib.module.new_analyzer())(
+                        a.plugin.as_str().into(),
+                        config_json.as_str().into(),
+                    );
+                    match created.into_result() {
+                        Ok(instance) => Arc::new(bridge::PluginAnalyzer::new(instance)),
+                        Err(e) => {
+                            out.errors.push(error(format!(
+                                "{} refused its config: {}",
+                                lib.file.display(),
+                                e.message.as_str()
+                            )));
+                            continue;
+                        }
+                    }
+                }
+                crate::config::Isolation::Process { memory_limit } => {
+                    // Its code runs only in the child; a child checks the config now, so
+                    // a mistake shows at startup.
+                    let exe = match std::env::current_exe() {
+                        Ok(exe) => exe,
+                        Err(e) => {
+                            out.errors.push(error(format!(
+                                "cannot find the murmur binary to run it in a process: {e}"
+                            )));
+                            continue;
+                        }
+                    };
+                    let spec = process::RunnerSpec {
+                        exe,
+                        library: lib.file.clone(),
+                        plugin: a.plugin.clone(),
+                        config_json: config_json.clone(),
+                        check_owner: !config.allow_insecure_plugins,
+                        memory_limit: Some(memory_limit),
+                        name: a.name.clone(),
+                    };
+                    if let Err(why) = spec.check() {
+                        out.errors.push(error(why));
+                        continue;
+                    }
+                    Arc::new(process::ProcessAnalyzer::new(spec))
+                }
+            };
+            out.analyzers.push(AnalyzerEntry {
+                name: a.name.as_str().into(),
+                plugin: a.plugin.clone(),
+                version: lib.manifest.version.as_str().into(),
+                slot: SlotSpec {
+                    hooks: a.hooks.clone().unwrap_or_else(|| info.hooks.clone()),
+                    enabled: a.enabled,
+                    every_n_turns: a.every_n_turns,
+                    defer_timeout: a.defer_timeout,
+                    health: Default::default(),
+                },
+                timeout: a.timeout,
+                ttl_turns: a.ttl_turns,
+                config_json: config_json.into(),
+                model: a.model.as_deref().map(Arc::from),
+                quarantine_after: a.quarantine_after,
+                backend,
+            });
         }
         for t in config.tools.iter().filter(|t| t.enabled) {
             let error = |message: String| InstanceError {

@@ -496,6 +496,7 @@ impl Actor {
             Ok(Err(RunError::Failed(e))) => (RunOutcome::Failed, Vec::new(), Some(e)),
             Ok(Err(RunError::Panicked(e))) => (RunOutcome::Panicked, Vec::new(), Some(e)),
             Ok(Err(RunError::Cancelled(e))) => (RunOutcome::Cancelled, Vec::new(), Some(e)),
+            Ok(Err(RunError::Crashed(e))) => (RunOutcome::Crashed, Vec::new(), Some(e)),
             Err(Ended::TimedOut(after)) => (
                 RunOutcome::TimedOut,
                 Vec::new(),
@@ -517,9 +518,22 @@ impl Actor {
                 duration_ms: u64::try_from(done.duration.as_millis()).unwrap_or(u64::MAX),
                 injections: injections.len(),
                 tokens: done.tokens,
-                error,
+                error: error.clone(),
             },
         );
+        let bad = matches!(outcome, RunOutcome::Crashed | RunOutcome::TimedOut);
+        if outcome != RunOutcome::Cancelled {
+            if let Some(failures) = entry.slot.health.record(bad, entry.quarantine_after) {
+                self.shared.emit(
+                    &self.id,
+                    EventKind::AnalyzerQuarantined {
+                        analyzer: entry.name.to_string(),
+                        failures,
+                        error: error.clone().unwrap_or_default(),
+                    },
+                );
+            }
+        }
         if !injections.is_empty() {
             let provenance = Provenance {
                 analyzer: entry.name.clone(),

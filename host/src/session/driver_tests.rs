@@ -61,11 +61,13 @@ impl Mock {
                     enabled: true,
                     every_n_turns: 1,
                     defer_timeout: Duration::from_secs(5),
+                    health: Default::default(),
                 },
                 timeout: Duration::from_secs(30),
                 ttl_turns: None,
                 config_json: r#"{"level": 3}"#.into(),
                 model: None,
+                quarantine_after: 0,
                 backend: Arc::new(MockAnalyzer {
                     behaviour: Box::new(behaviour),
                     seen: seen.clone(),

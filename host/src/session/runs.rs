@@ -3,6 +3,8 @@
 //! follow-ups (S26), and the settle wait of S22. Pure logic over a clock value.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use murmur_plugin_api::Hook;
@@ -19,12 +21,53 @@ pub struct SlotSpec {
     pub every_n_turns: u32,
     /// How long `turn_complete` waits for its `turn_start`/`step` work.
     pub defer_timeout: Duration,
+    /// Shared by every session: a quarantined analyzer runs no more.
+    pub health: Health,
+}
+
+/// One analyzer's consecutive crashes and timeouts, across all sessions of a host, and
+/// whether they put it in quarantine.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<HealthState>);
+
+#[derive(Debug, Default)]
+struct HealthState {
+    failures: AtomicU32,
+    quarantined: AtomicBool,
+}
+
+impl PartialEq for Health {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Health {
+    /// Whether the analyzer is quarantined.
+    pub fn is_quarantined(&self) -> bool {
+        self.0.quarantined.load(Ordering::SeqCst)
+    }
+
+    /// A run ended: `bad` when it crashed or timed out. A good run resets the count. With
+    /// `limit` consecutive bad runs (0: no limit) the analyzer is quarantined; the call that
+    /// does it gets the count back, once.
+    pub fn record(&self, bad: bool, limit: u32) -> Option<u32> {
+        if !bad {
+            self.0.failures.store(0, Ordering::SeqCst);
+            return None;
+        }
+        let failures = self.0.failures.fetch_add(1, Ordering::SeqCst) + 1;
+        if limit == 0 || failures < limit {
+            return None;
+        }
+        (!self.0.quarantined.swap(true, Ordering::SeqCst)).then_some(failures)
+    }
 }
 
 impl SlotSpec {
-    /// Whether `hook` on `turn` runs this analyzer (S20).
+    /// Whether `hook` on `turn` runs this analyzer (S20), unless it is quarantined.
     pub fn wants(&self, hook: Hook, turn: u64) -> bool {
-        if !self.enabled || !self.hooks.contains(&hook) {
+        if !self.enabled || self.health.is_quarantined() || !self.hooks.contains(&hook) {
             return false;
         }
         match hook {
@@ -245,7 +288,31 @@ mod tests {
             enabled: true,
             every_n_turns: 1,
             defer_timeout: Duration::from_secs(5),
+            health: Health::default(),
         }
+    }
+
+    #[test]
+    fn consecutive_crashes_or_timeouts_quarantine_an_analyzer_once_and_good_runs_reset_them() {
+        let s = spec(&[Hook::TurnStart]);
+        assert_eq!(s.health.record(true, 3), None);
+        assert_eq!(s.health.record(true, 3), None);
+        assert_eq!(
+            s.health.record(false, 3),
+            None,
+            "a good run resets the count"
+        );
+        assert_eq!(s.health.record(true, 3), None);
+        assert_eq!(s.health.record(true, 3), None);
+        assert!(s.wants(Hook::TurnStart, 1));
+        assert_eq!(s.health.record(true, 3), Some(3));
+        assert!(!s.wants(Hook::TurnStart, 1), "quarantined");
+        assert_eq!(s.health.record(true, 3), None, "reported once");
+        let never = spec(&[Hook::TurnStart]);
+        for _ in 0..10 {
+            assert_eq!(never.health.record(true, 0), None);
+        }
+        assert!(never.wants(Hook::TurnStart, 1));
     }
 
     #[test]
