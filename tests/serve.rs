@@ -101,7 +101,27 @@ fn a_session_streams_its_turns_as_server_sent_events_and_shows_its_transcript() 
     assert_eq!(last.data["outcome"], "completed");
     assert_eq!(last.data["turn"], 1);
 
-    // Turn 2 starts with the note the analyzer made during turn 1.
+    // Turn 2 starts with the note the analyzer made during turn 1, once it is made.
+    let started = std::time::Instant::now();
+    loop {
+        let v: Value = http
+            .get(server.url(&format!("/v1/sessions/{id}?include=injections")))
+            .send()
+            .expect("transcript")
+            .json()
+            .expect("json");
+        if v["injections"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["about_turn"] == 1))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let second = say("And now?");
     let delivered = second
         .iter()

@@ -61,6 +61,7 @@ pub(crate) fn run(config: Config, records: Vec<Arc<dyn Observer>>) -> anyhow::Re
     let session = tokio.block_on(async { runtime.open_session(SESSION) });
     let analyzers: Vec<Row> = runtime
         .analyzers()
+        .entries
         .iter()
         .map(|a| Row {
             name: a.name.to_string(),

@@ -260,6 +260,8 @@ impl Observer for TranscriptPrinter {
 /// analyzer state and the knowledge base.
 pub(crate) struct Prepared {
     pub(crate) models: Arc<Models>,
+    /// The loaded plugin libraries (a reloader continues from them).
+    pub(crate) catalog: Catalog,
     pub(crate) instances: crate::plugins::Instances,
     pub(crate) state: StateStore,
     pub(crate) knowledge: Option<Arc<KnowledgeBase>>,
@@ -311,6 +313,7 @@ impl Prepared {
         }
         Ok(Prepared {
             models,
+            catalog,
             instances,
             state,
             knowledge,
@@ -438,7 +441,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(Arc::new(crate::store::Store::open(path)?))
         }
     };
-    let prepared = Prepared::load(&config)?;
+    let mut prepared = Prepared::load(&config)?;
+    let catalog = std::mem::take(&mut prepared.catalog);
     let records = args.records.observers(&config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -451,6 +455,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             vec![Arc::new(TracingLog), hub.clone(), metrics.clone()];
         observers.extend(records);
         let runtime = prepared.runtime(&config, observers, store);
+        let reloader = crate::plugins::reload::Reloader::new(config.clone(), catalog, runtime.clone());
+        let _watch = crate::plugins::reload::watch(reloader).map_err(|e| anyhow::anyhow!(e))?;
         let app = server::App::new(runtime, hub, metrics, settings.clone(), token.clone());
         let resumed = app.resume()?;
         if let Some(store) = app.store() {

@@ -31,6 +31,7 @@ pub mod digest;
 pub mod eval;
 pub mod events;
 pub mod file_error;
+pub mod fuzzing;
 pub mod knowledge;
 pub mod model;
 pub mod plugins;

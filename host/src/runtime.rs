@@ -19,11 +19,38 @@ use crate::state::StateStore;
 use crate::store::{Store, StoreError, StoredSession};
 use crate::tool::ToolEntry;
 
+/// The analyzers of a host at one moment. A reload publishes a new set; each session takes
+/// it up at its next turn, while runs of the set before finish on their own.
+#[derive(Debug, Default)]
+pub struct AnalyzerSet {
+    /// Counts the sets a host published, from 0.
+    pub generation: u64,
+    /// The instances, in config order.
+    pub entries: Vec<AnalyzerEntry>,
+    /// Their subscriptions, by the same index.
+    pub slots: Vec<SlotSpec>,
+}
+
+impl AnalyzerSet {
+    fn new(generation: u64, entries: Vec<AnalyzerEntry>) -> Self {
+        let slots = entries.iter().map(|a| a.slot.clone()).collect();
+        AnalyzerSet {
+            generation,
+            entries,
+            slots,
+        }
+    }
+
+    /// The index of the analyzer with this instance name.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|a| &*a.name == name)
+    }
+}
+
 /// Everything sessions share.
 pub(crate) struct Shared {
     pub settings: Arc<SessionSettings>,
-    pub analyzers: Vec<AnalyzerEntry>,
-    pub slots: Vec<SlotSpec>,
+    analyzers: std::sync::RwLock<Arc<AnalyzerSet>>,
     pub tools: Vec<ToolEntry>,
     pub tool_specs: Arc<[ToolSpec]>,
     pub model: Arc<dyn ModelProvider>,
@@ -40,6 +67,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The current analyzer set.
+    pub fn analyzers(&self) -> Arc<AnalyzerSet> {
+        self.analyzers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn emit(&self, session: &Arc<str>, kind: EventKind) {
         let event = Event {
             session: session.clone(),
@@ -116,13 +151,11 @@ impl RuntimeBuilder {
         if let Some(store) = &self.store {
             self.state.attach(store.clone());
         }
-        let slots = self.analyzers.iter().map(|a| a.slot.clone()).collect();
         let tool_specs: Arc<[ToolSpec]> = self.tools.iter().map(|t| t.spec.clone()).collect();
         Runtime {
             shared: Arc::new(Shared {
                 settings: Arc::new(self.settings),
-                analyzers: self.analyzers,
-                slots,
+                analyzers: std::sync::RwLock::new(Arc::new(AnalyzerSet::new(0, self.analyzers))),
                 tools: self.tools,
                 tool_specs,
                 model: self.model,
@@ -147,7 +180,7 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("analyzers", &self.shared.analyzers.len())
+            .field("analyzers", &self.shared.analyzers().entries.len())
             .field("tools", &self.shared.tools.len())
             .finish_non_exhaustive()
     }
@@ -216,9 +249,22 @@ impl Runtime {
         self.shared.tools.iter().map(|t| t.spec.name.as_str())
     }
 
-    /// The configured analyzers.
-    pub fn analyzers(&self) -> &[AnalyzerEntry] {
-        &self.shared.analyzers
+    /// The analyzers now.
+    pub fn analyzers(&self) -> Arc<AnalyzerSet> {
+        self.shared.analyzers()
+    }
+
+    /// Publishes a new analyzer set (a reload): each session takes it up at its next turn;
+    /// runs in flight finish on the instances they started with. Returns its generation.
+    pub fn replace_analyzers(&self, entries: Vec<AnalyzerEntry>) -> u64 {
+        let mut current = self
+            .shared
+            .analyzers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = current.generation + 1;
+        *current = Arc::new(AnalyzerSet::new(generation, entries));
+        generation
     }
 
     /// Stops all deferred work: cancels every run (setting its cancellation flag), then

@@ -405,6 +405,17 @@ impl TestDir {
         self
     }
 
+    /// Copies a fixture library into `plugins/` under another file name, as a user replaces
+    /// a plugin: a temporary file, then a rename over the old one.
+    pub fn install_as(&self, fixture: &str, file: &str) -> PathBuf {
+        let to = self.join("plugins").join(file);
+        let tmp = self.join("plugins").join(format!(".{file}.tmp"));
+        fs::copy(fixture_library(fixture), &tmp).expect("copy the fixture");
+        not_writable_by_others(&tmp);
+        fs::rename(&tmp, &to).expect("rename over the plugin");
+        to
+    }
+
     /// Copies the libraries of workspace plugins (`"murmur_rag"`, …) into `plugins/`.
     pub fn libraries(&self, libs: &[&str]) -> &Self {
         for lib in libs {
@@ -641,6 +652,28 @@ impl Server {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal by name (`HUP`, `INT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits until stderr contains `text` (or panics after a minute with what it has).
+    pub fn wait_for_stderr(&self, text: &str) {
+        let started = Instant::now();
+        while !self.stderr().contains(text) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "murmur serve never wrote `{text}`:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills the process with SIGKILL (no chance to clean up) and waits for it.

@@ -168,7 +168,7 @@ pub enum ModelConfig {
 }
 
 /// One `[[analyzer]]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AnalyzerConfig {
     /// Instance name, unique in the file.
     pub name: String,

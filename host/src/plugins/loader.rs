@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use murmur_plugin_api::ffi::PluginModuleRef;
@@ -200,7 +201,7 @@ pub fn summarise(e: &LibraryError) -> String {
 #[derive(Debug, Default)]
 pub struct Scan {
     /// Loaded libraries, in file-name order.
-    pub libraries: Vec<PluginLibrary>,
+    pub libraries: Vec<Arc<PluginLibrary>>,
     /// Files that were not loaded.
     pub rejected: Vec<Rejection>,
 }
@@ -219,8 +220,13 @@ pub enum ScanDirError {
 /// Loads every `*.so` in `dir` (not recursive), in file-name order. A bad file is rejected
 /// and the others load. A library that exports a name an earlier one already exports is
 /// rejected too, so names stay unambiguous. Unless `allow_insecure`, a folder or file that
-/// [`check_permissions`] refuses is not loaded.
-pub fn scan_dir(dir: &Path, allow_insecure: bool) -> Result<Scan, ScanDirError> {
+/// [`check_permissions`] refuses is not loaded. A file with the same path and the same bytes
+/// as one of `previous` (an earlier scan) is not loaded again: that library is kept.
+pub fn scan_dir(
+    dir: &Path,
+    allow_insecure: bool,
+    previous: &[Arc<PluginLibrary>],
+) -> Result<Scan, ScanDirError> {
     let entries = std::fs::read_dir(dir)?;
     if !allow_insecure {
         check_permissions(dir).map_err(ScanDirError::Insecure)?;
@@ -232,7 +238,16 @@ pub fn scan_dir(dir: &Path, allow_insecure: bool) -> Result<Scan, ScanDirError> 
     files.sort();
     let mut scan = Scan::default();
     for file in files {
-        match load_file(&file, !allow_insecure) {
+        let kept = previous.iter().find(|l| l.file == file).filter(|l| {
+            (allow_insecure || check_permissions(&file).is_ok())
+                && std::fs::read(&file)
+                    .is_ok_and(|bytes| crate::digest::sha256_hex(&bytes) == l.sha256)
+        });
+        let loaded = match kept {
+            Some(lib) => Ok(lib.clone()),
+            None => load_file(&file, !allow_insecure).map(Arc::new),
+        };
+        match loaded {
             Ok(lib) => match clash(&scan.libraries, &lib) {
                 Some(reason) => scan.rejected.push(Rejection { file, reason }),
                 None => {
@@ -249,7 +264,7 @@ pub fn scan_dir(dir: &Path, allow_insecure: bool) -> Result<Scan, ScanDirError> 
     Ok(scan)
 }
 
-fn clash(loaded: &[PluginLibrary], new: &PluginLibrary) -> Option<String> {
+fn clash(loaded: &[Arc<PluginLibrary>], new: &PluginLibrary) -> Option<String> {
     for lib in loaded {
         for a in &new.manifest.analyzers {
             if lib.manifest.analyzers.iter().any(|b| b.name == a.name) {
@@ -341,11 +356,11 @@ mod tests {
         chmod(dir.path(), 0o777);
         let e = check_permissions(dir.path()).expect_err("world-writable");
         assert!(e.contains("every user"), "{e}");
-        match scan_dir(dir.path(), false) {
+        match scan_dir(dir.path(), false, &[]) {
             Err(ScanDirError::Insecure(why)) => assert!(why.contains("mode 0777"), "{why}"),
             other => panic!("{other:?}"),
         }
-        let scan = scan_dir(dir.path(), true).expect("allowed");
+        let scan = scan_dir(dir.path(), true, &[]).expect("allowed");
         assert_eq!(
             scan.rejected.len(),
             1,

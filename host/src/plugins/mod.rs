@@ -5,13 +5,14 @@ pub mod bridge;
 pub mod loader;
 pub mod process;
 pub mod protocol;
+pub mod reload;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::analyzer::AnalyzerEntry;
-use crate::config::Config;
+use crate::config::{AnalyzerConfig, Config};
 use crate::model::ToolSpec;
 use crate::session::runs::SlotSpec;
 use crate::state::StateStore;
@@ -105,11 +106,28 @@ impl Catalog {
 
     /// Loads every plugin in a folder (see [`loader::scan_dir`]).
     pub fn load_dir(dir: &Path, allow_insecure: bool) -> Result<Catalog, loader::ScanDirError> {
-        let scan = loader::scan_dir(dir, allow_insecure)?;
+        Self::rescan(dir, allow_insecure, &[])
+    }
+
+    /// Loads every plugin in a folder, keeping those of `previous` whose files did not
+    /// change.
+    pub fn rescan(
+        dir: &Path,
+        allow_insecure: bool,
+        previous: &[Arc<PluginLibrary>],
+    ) -> Result<Catalog, loader::ScanDirError> {
+        let scan = loader::scan_dir(dir, allow_insecure, previous)?;
         Ok(Catalog {
-            libraries: scan.libraries.into_iter().map(Arc::new).collect(),
+            libraries: scan.libraries,
             rejected: scan.rejected,
         })
+    }
+
+    /// The library that exports the analyzer `plugin`.
+    pub fn analyzer_library(&self, plugin: &str) -> Option<&Arc<PluginLibrary>> {
+        self.libraries
+            .iter()
+            .find(|lib| lib.manifest.analyzers.iter().any(|i| i.name == plugin))
     }
 
     /// Creates one instance per enabled `[[analyzer]]` and `[[tool]]` table; disabled
@@ -117,94 +135,10 @@ impl Catalog {
     pub fn instantiate(&self, config: &Config, state: &StateStore) -> Instances {
         let mut out = Instances::default();
         for a in config.analyzers.iter().filter(|a| a.enabled) {
-            let error = |message: String| InstanceError {
-                file: config.file.clone(),
-                line: a.line,
-                table: "analyzer",
-                name: a.name.clone(),
-                message,
-            };
-            let found = self.libraries.iter().find_map(|lib| {
-                let info = lib.manifest.analyzers.iter().find(|i| i.name == a.plugin)?;
-                Some((lib, info))
-            });
-            let Some((lib, info)) = found else {
-                out.errors.push(error(format!(
-                    "no loaded plugin exports an analyzer named `{}` (available: {})",
-                    a.plugin,
-                    self.export_names(|m| m.analyzers.iter().map(|i| i.name.clone()).collect())
-                )));
-                continue;
-            };
-            if let Err(why) = pinned(lib, a.sha256.as_deref()) {
-                out.errors.push(error(why));
-                continue;
+            match self.analyzer(a, config) {
+                Ok(entry) => out.analyzers.push(entry),
+                Err(e) => out.errors.push(e),
             }
-            let config_json = a.config.to_string();
-            let backend: Arc<dyn crate::analyzer::AnalyzerBackend> = match a.isolation {
-                crate::config::Isolation::InProcess => {
-                    let created = (lib.module.new_analyzer())(
-                        a.plugin.as_str().into(),
-                        config_json.as_str().into(),
-                    );
-                    match created.into_result() {
-                        Ok(instance) => Arc::new(bridge::PluginAnalyzer::new(instance)),
-                        Err(e) => {
-                            out.errors.push(error(format!(
-                                "{} refused its config: {}",
-                                lib.file.display(),
-                                e.message.as_str()
-                            )));
-                            continue;
-                        }
-                    }
-                }
-                crate::config::Isolation::Process { memory_limit } => {
-                    // Its code runs only in the child; a child checks the config now, so
-                    // a mistake shows at startup.
-                    let exe = match std::env::current_exe() {
-                        Ok(exe) => exe,
-                        Err(e) => {
-                            out.errors.push(error(format!(
-                                "cannot find the murmur binary to run it in a process: {e}"
-                            )));
-                            continue;
-                        }
-                    };
-                    let spec = process::RunnerSpec {
-                        exe,
-                        library: lib.file.clone(),
-                        plugin: a.plugin.clone(),
-                        config_json: config_json.clone(),
-                        check_owner: !config.allow_insecure_plugins,
-                        memory_limit: Some(memory_limit),
-                        name: a.name.clone(),
-                    };
-                    if let Err(why) = spec.check() {
-                        out.errors.push(error(why));
-                        continue;
-                    }
-                    Arc::new(process::ProcessAnalyzer::new(spec))
-                }
-            };
-            out.analyzers.push(AnalyzerEntry {
-                name: a.name.as_str().into(),
-                plugin: a.plugin.clone(),
-                version: lib.manifest.version.as_str().into(),
-                slot: SlotSpec {
-                    hooks: a.hooks.clone().unwrap_or_else(|| info.hooks.clone()),
-                    enabled: a.enabled,
-                    every_n_turns: a.every_n_turns,
-                    defer_timeout: a.defer_timeout,
-                    health: Default::default(),
-                },
-                timeout: a.timeout,
-                ttl_turns: a.ttl_turns,
-                config_json: config_json.into(),
-                model: a.model.as_deref().map(Arc::from),
-                quarantine_after: a.quarantine_after,
-                backend,
-            });
         }
         for t in config.tools.iter().filter(|t| t.enabled) {
             let error = |message: String| InstanceError {
@@ -255,6 +189,90 @@ impl Catalog {
             }
         }
         out
+    }
+
+    /// The instance of one enabled `[[analyzer]]` table, from the library that exports its
+    /// plugin: in this process or, with `isolation = "process"`, in a runner child that is
+    /// started once now to check the table.
+    pub fn analyzer(
+        &self,
+        a: &AnalyzerConfig,
+        config: &Config,
+    ) -> Result<AnalyzerEntry, InstanceError> {
+        let error = |message: String| InstanceError {
+            file: config.file.clone(),
+            line: a.line,
+            table: "analyzer",
+            name: a.name.clone(),
+            message,
+        };
+        let found = self.libraries.iter().find_map(|lib| {
+            let info = lib.manifest.analyzers.iter().find(|i| i.name == a.plugin)?;
+            Some((lib, info))
+        });
+        let Some((lib, info)) = found else {
+            return Err(error(format!(
+                "no loaded plugin exports an analyzer named `{}` (available: {})",
+                a.plugin,
+                self.export_names(|m| m.analyzers.iter().map(|i| i.name.clone()).collect())
+            )));
+        };
+        pinned(lib, a.sha256.as_deref()).map_err(error)?;
+        let config_json = a.config.to_string();
+        let backend: Arc<dyn crate::analyzer::AnalyzerBackend> = match a.isolation {
+            crate::config::Isolation::InProcess => {
+                let created = (lib.module.new_analyzer())(
+                    a.plugin.as_str().into(),
+                    config_json.as_str().into(),
+                );
+                let instance = created.into_result().map_err(|e| {
+                    error(format!(
+                        "{} refused its config: {}",
+                        lib.file.display(),
+                        e.message.as_str()
+                    ))
+                })?;
+                Arc::new(bridge::PluginAnalyzer::new(instance))
+            }
+            crate::config::Isolation::Process { memory_limit } => {
+                // Its code runs only in the child; a child checks the config now, so
+                // a mistake shows at startup.
+                let exe = std::env::current_exe().map_err(|e| {
+                    error(format!(
+                        "cannot find the murmur binary to run it in a process: {e}"
+                    ))
+                })?;
+                let spec = process::RunnerSpec {
+                    exe,
+                    library: lib.file.clone(),
+                    plugin: a.plugin.clone(),
+                    config_json: config_json.clone(),
+                    check_owner: !config.allow_insecure_plugins,
+                    memory_limit: Some(memory_limit),
+                    name: a.name.clone(),
+                };
+                spec.check().map_err(error)?;
+                Arc::new(process::ProcessAnalyzer::new(spec))
+            }
+        };
+        Ok(AnalyzerEntry {
+            name: a.name.as_str().into(),
+            plugin: a.plugin.clone(),
+            version: lib.manifest.version.as_str().into(),
+            slot: SlotSpec {
+                hooks: a.hooks.clone().unwrap_or_else(|| info.hooks.clone()),
+                enabled: a.enabled,
+                every_n_turns: a.every_n_turns,
+                defer_timeout: a.defer_timeout,
+                health: Default::default(),
+            },
+            timeout: a.timeout,
+            ttl_turns: a.ttl_turns,
+            config_json: config_json.into(),
+            model: a.model.as_deref().map(Arc::from),
+            quarantine_after: a.quarantine_after,
+            backend,
+        })
     }
 }
 

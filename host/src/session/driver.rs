@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
-use crate::analyzer::{AnalyzerView, CancelFlag, RunError, RunRequest};
+use crate::analyzer::{AnalyzerEntry, AnalyzerView, CancelFlag, RunError, RunRequest};
 use crate::events::{EventKind, RunOutcome, TurnOutcome};
 use crate::model::{ContextMessage, ModelError, ModelInput, ModelReply, ModelRequest, ToolCall};
-use crate::runtime::Shared;
+use crate::runtime::{AnalyzerSet, Shared};
 use crate::session::compaction::{self, Compaction};
 use crate::session::machine::{Action, Restored, TurnEnd, TurnMachine, TurnOptions};
 use crate::session::queue::Provenance;
@@ -138,9 +138,11 @@ impl Session {
     ) -> Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let set = shared.analyzers();
         let mut actor = Actor {
             machine,
-            runs: RunTracker::new(shared.analyzers.len()),
+            runs: RunTracker::new(set.entries.len()),
+            set,
             id: id.clone(),
             shared: shared.clone(),
             rx,
@@ -254,7 +256,8 @@ impl Session {
 }
 
 struct RunDone {
-    analyzer: usize,
+    /// The instance that ran (of the analyzer set of its time).
+    entry: AnalyzerEntry,
     run: u64,
     hook: Hook,
     turn: u64,
@@ -303,6 +306,8 @@ struct Actor {
     shared: Arc<Shared>,
     machine: TurnMachine,
     runs: RunTracker<View>,
+    /// The analyzers this session uses; `runs` is indexed like it.
+    set: Arc<AnalyzerSet>,
     rx: mpsc::UnboundedReceiver<Command>,
     done_tx: mpsc::UnboundedSender<RunDone>,
     done_rx: mpsc::UnboundedReceiver<RunDone>,
@@ -488,9 +493,7 @@ impl Actor {
     }
 
     fn run_done(&mut self, done: RunDone) {
-        let Some(entry) = self.shared.analyzers.get(done.analyzer) else {
-            return;
-        };
+        let entry = &done.entry;
         let (outcome, injections, error) = match done.result {
             Ok(Ok(injections)) => (RunOutcome::Ok, injections, None),
             Ok(Err(RunError::Failed(e))) => (RunOutcome::Failed, Vec::new(), Some(e)),
@@ -544,7 +547,12 @@ impl Actor {
             self.machine.enqueue(injections, &provenance);
             self.flush_events();
         }
-        if let Some(next) = self.runs.finished(done.analyzer, done.run) {
+        // An analyzer removed by a reload has no slot any more, and no follow-up.
+        let next = self
+            .set
+            .position(&entry.name)
+            .and_then(|i| self.runs.finished(i, done.run));
+        if let Some(next) = next {
             self.start_run(next);
         }
     }
@@ -582,7 +590,10 @@ impl Actor {
                     )));
                 }
                 Action::Fire { hook, turn, step } => {
-                    if self.shared.slots.iter().any(|s| s.wants(hook, turn)) {
+                    if matches!(hook, Hook::ChatStart | Hook::TurnStart) {
+                        self.take_up_reload();
+                    }
+                    if self.set.slots.iter().any(|s| s.wants(hook, turn)) {
                         let view = self.view();
                         self.fire(hook, turn, step, view);
                     }
@@ -591,7 +602,7 @@ impl Actor {
                     // A turn that waits for the client's tool results has no final reply.
                     if end.outcome != TurnOutcome::ToolCalls
                         && self
-                            .shared
+                            .set
                             .slots
                             .iter()
                             .any(|s| s.wants(Hook::TurnComplete, end.turn))
@@ -612,6 +623,22 @@ impl Actor {
         }
     }
 
+    /// A turn begins: a reload published since then takes effect now. Slots of analyzers
+    /// that stay (by name) keep their runs in flight and follow-ups.
+    fn take_up_reload(&mut self) {
+        let current = self.shared.analyzers();
+        if current.generation == self.set.generation {
+            return;
+        }
+        let map: Vec<Option<usize>> = current
+            .entries
+            .iter()
+            .map(|a| self.set.position(&a.name))
+            .collect();
+        self.runs.remap(&map);
+        self.set = current;
+    }
+
     fn view(&self) -> View {
         Arc::new(AnalyzerView {
             messages: self.machine.history().to_vec(),
@@ -621,13 +648,13 @@ impl Actor {
     }
 
     fn fire(&mut self, hook: Hook, turn: u64, step: u32, view: View) {
-        let fired = self.runs.fire(&self.shared.slots, hook, turn, step, &view);
+        let fired = self.runs.fire(&self.set.slots, hook, turn, step, &view);
         let analyzers: Vec<String> = fired
             .start
             .iter()
             .map(|s| s.analyzer)
             .chain(fired.coalesced.iter().copied())
-            .filter_map(|i| self.shared.analyzers.get(i).map(|a| a.name.to_string()))
+            .filter_map(|i| self.set.entries.get(i).map(|a| a.name.to_string()))
             .collect();
         if analyzers.is_empty() {
             return;
@@ -642,7 +669,7 @@ impl Actor {
             },
         );
         for i in fired.coalesced {
-            if let Some(a) = self.shared.analyzers.get(i) {
+            if let Some(a) = self.set.entries.get(i) {
                 self.shared.emit(
                     &self.id,
                     EventKind::RunCoalesced {
@@ -661,7 +688,7 @@ impl Actor {
     /// Spawns one analyzer run with its hard timeout (S23); it never blocks this actor
     /// (S21) and reports back over `done_tx`.
     fn start_run(&mut self, start: RunStart<View>) {
-        let Some(entry) = self.shared.analyzers.get(start.analyzer).cloned() else {
+        let Some(entry) = self.set.entries.get(start.analyzer).cloned() else {
             return;
         };
         let cancel = CancelFlag::default();
@@ -683,12 +710,13 @@ impl Actor {
         };
         let done = self.done_tx.clone();
         let shutdown = self.shared.cancel.clone();
-        let (analyzer, run, hook, turn) = (start.analyzer, start.run, start.hook, start.turn);
+        let (run, hook, turn) = (start.run, start.hook, start.turn);
         self.shared.tracker.spawn(async move {
             let started = Instant::now();
             let work = entry.backend.run(request);
+            let timeout = entry.timeout;
             let result = tokio::select! {
-                r = tokio::time::timeout(entry.timeout, work) => r.map_err(|_| Ended::TimedOut(entry.timeout)),
+                r = tokio::time::timeout(timeout, work) => r.map_err(|_| Ended::TimedOut(timeout)),
                 _ = shutdown.cancelled() => Err(Ended::ShutDown),
             };
             if result.is_err() {
@@ -696,7 +724,7 @@ impl Actor {
             }
             // The session may be gone; then nobody wants the result.
             let _ = done.send(RunDone {
-                analyzer,
+                entry,
                 run,
                 hook,
                 turn,
@@ -709,7 +737,7 @@ impl Actor {
 
     /// Fires `turn_complete` for every turn whose deferred work settled (S22, S24).
     fn settle(&mut self) {
-        let (ready, wake) = self.runs.settled(&self.shared.slots, Instant::now());
+        let (ready, wake) = self.runs.settled(&self.set.slots, Instant::now());
         self.wake = wake;
         for (turn, view) in ready {
             self.fire(Hook::TurnComplete, turn, 0, view);
@@ -726,12 +754,7 @@ impl Actor {
         if !self.chat_ended {
             self.chat_ended = true;
             let turn = self.machine.turns();
-            if self
-                .shared
-                .slots
-                .iter()
-                .any(|s| s.wants(Hook::ChatEnd, turn))
-            {
+            if self.set.slots.iter().any(|s| s.wants(Hook::ChatEnd, turn)) {
                 let view = self.view();
                 self.fire(Hook::ChatEnd, turn, 0, view);
             }

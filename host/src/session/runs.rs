@@ -152,6 +152,32 @@ impl<V: Clone> RunTracker<V> {
         }
     }
 
+    /// The analyzers changed (a reload): `map[new]` is the old index of the analyzer now at
+    /// `new`, if it was there before. Their runs in flight and follow-ups move along; the
+    /// slots of analyzers that are gone are dropped.
+    pub fn remap(&mut self, map: &[Option<usize>]) {
+        let mut old: Vec<Option<Slot<V>>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.slots = map
+            .iter()
+            .enumerate()
+            .map(|(new, from)| {
+                let mut slot = from
+                    .and_then(|i| old.get_mut(i).and_then(Option::take))
+                    .unwrap_or(Slot {
+                        running: None,
+                        follow_up: None,
+                    });
+                if let Some(f) = slot.follow_up.as_mut() {
+                    f.analyzer = new;
+                }
+                slot
+            })
+            .collect();
+    }
+
     /// A hook fired: start a run for each subscribed idle analyzer; for a busy one, replace
     /// its follow-up with this newer input (S26).
     pub fn fire(
@@ -313,6 +339,26 @@ mod tests {
             assert_eq!(never.health.record(true, 0), None);
         }
         assert!(never.wants(Hook::TurnStart, 1));
+    }
+
+    #[test]
+    fn a_remap_keeps_runs_in_flight_of_analyzers_that_stay() {
+        let (a, b) = (spec(&[Hook::TurnStart]), spec(&[Hook::TurnStart]));
+        let mut t = RunTracker::new(2);
+        let first = t.fire(&[a.clone(), b.clone()], Hook::TurnStart, 1, 0, &"v1");
+        let run_b = first.start[1].run;
+        t.fire(&[a.clone(), b.clone()], Hook::TurnStart, 2, 0, &"v2");
+        // `a` is removed, `b` moves to index 0, a new analyzer comes at index 1.
+        t.remap(&[Some(1), None]);
+        let next = t.finished(0, run_b).expect("b's follow-up moved with it");
+        assert_eq!((next.analyzer, next.turn, next.view), (0, 2, "v2"));
+        let c = spec(&[Hook::TurnStart]);
+        let fired = t.fire(&[b, c], Hook::TurnStart, 3, 0, &"v3");
+        assert_eq!(
+            fired.start.iter().map(|s| s.analyzer).collect::<Vec<_>>(),
+            [1]
+        );
+        assert_eq!(fired.coalesced, [0], "b is still running its follow-up");
     }
 
     #[test]
