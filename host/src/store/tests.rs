@@ -37,6 +37,18 @@ fn provenance(turn: u64) -> Provenance {
     }
 }
 
+/// A store in a new temporary folder, an empty session `s` and its cursor.
+fn fresh() -> (tempfile::TempDir, Store, TurnMachine, Cursor) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("s.db")).expect("open");
+    (
+        dir,
+        store,
+        TurnMachine::new("s".into(), settings()),
+        Cursor::default(),
+    )
+}
+
 /// Commits like the actor does: after every change, with the events it produced.
 fn commit(store: &Store, cursor: &mut Cursor, m: &mut TurnMachine) {
     let events = m.take_events();
@@ -49,10 +61,7 @@ fn contents(history: &[ContextMessage]) -> Vec<&str> {
 
 #[test]
 fn a_loaded_session_equals_the_committed_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("s.db")).expect("open");
-    let mut m = TurnMachine::new("s".into(), settings());
-    let mut cursor = Cursor::default();
+    let (_dir, store, mut m, mut cursor) = fresh();
     m.set_system_prompt("OWN".into());
     m.user_message("q1".into());
     commit(&store, &mut cursor, &mut m);
@@ -90,10 +99,7 @@ fn a_loaded_session_equals_the_committed_one() {
 
 #[test]
 fn a_compaction_rewrites_the_stored_history() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("s.db")).expect("open");
-    let mut m = TurnMachine::new("s".into(), settings());
-    let mut cursor = Cursor::default();
+    let (_dir, store, mut m, mut cursor) = fresh();
     for (q, a) in [("q1", "a1"), ("q2", "a2")] {
         m.user_message(q.into());
         m.model_replied(reply(a));
@@ -123,10 +129,7 @@ fn a_compaction_rewrites_the_stored_history() {
 
 #[test]
 fn injection_fates_are_stored_and_replayed_as_events() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("s.db")).expect("open");
-    let mut m = TurnMachine::new("s".into(), settings());
-    let mut cursor = Cursor::default();
+    let (_dir, store, mut m, mut cursor) = fresh();
     m.user_message("q1".into());
     m.model_replied(reply("a1"));
     // 1 is superseded by 2 within one commit; 3 is delivered at turn 2.
@@ -171,10 +174,7 @@ fn injection_fates_are_stored_and_replayed_as_events() {
 
 #[test]
 fn a_failed_commit_is_retried_by_the_next_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("s.db")).expect("open");
-    let mut m = TurnMachine::new("s".into(), settings());
-    let mut cursor = Cursor::default();
+    let (_dir, store, mut m, mut cursor) = fresh();
     m.user_message("q1".into());
     m.model_replied(reply("a1"));
     m.enqueue(vec![Injection::context("fact")], &provenance(1));
