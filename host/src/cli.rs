@@ -55,6 +55,9 @@ enum Command {
     Eval(EvalArgs),
     /// Serve sessions over HTTP: a session API with server-sent events, health and metrics.
     Serve(ServeArgs),
+    /// Measure the host: turn overhead, history growth, the critical path, memory per
+    /// session, the plugin boundary and the local model (see docs/performance.md).
+    Bench(crate::bench::Options),
     /// Run one analyzer for a host that isolates it in a process (`isolation = "process"`);
     /// speaks the plugin-runner protocol on stdin and stdout. Started by the host.
     #[command(hide = true)]
@@ -168,7 +171,7 @@ enum PluginsCommand {
 /// machine; waiting passively costs nothing measurable when the machine is idle. The OpenMP
 /// runtime reads `OMP_WAIT_POLICY` when it is loaded, before `main`, so setting the variable
 /// here would be too late: unless the user set it, the process runs itself again with it.
-fn passive_openmp() {
+pub fn passive_openmp() {
     if std::env::var_os("OMP_WAIT_POLICY").is_some() {
         return;
     }
@@ -205,6 +208,7 @@ pub fn main() -> ExitCode {
         Command::Index { config, force } => index(&config, force),
         Command::Eval(args) => eval(args),
         Command::Serve(args) => serve(args),
+        Command::Bench(options) => crate::bench::run(&options).map(|()| ExitCode::SUCCESS),
         Command::PluginRunner => Ok(crate::plugins::runner::main()),
     };
     match result {

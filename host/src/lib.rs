@@ -18,11 +18,13 @@
 //! - [`server`]: `murmur serve`, the HTTP interface;
 //! - [`runtime`]: what sessions share, and shutdown;
 //! - [`events`]: the event stream, model-input recording and counters;
+//! - [`bench`]: the benchmark suite of `murmur bench` and `cargo bench`;
 //! - [`cli`]: the `murmur` command.
 //!
 //! Plugin authors depend on `murmur-plugin-api`, not on this crate.
 
 pub mod analyzer;
+pub mod bench;
 mod chat;
 pub mod cli;
 pub mod config;

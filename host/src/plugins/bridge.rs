@@ -49,7 +49,7 @@ impl AnalyzerBackend for PluginAnalyzer {
     }
 }
 
-fn call_analyzer(
+pub(crate) fn call_analyzer(
     instance: &FfiAnalyzerBox,
     request: &RunRequest,
 ) -> Result<Vec<Injection>, RunError> {
