@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use murmur_plugin_api::{Hook, Injection};
 
-use crate::model::{BoxFuture, ContextMessage};
+use crate::model::BoxFuture;
 use crate::services::ServiceHub;
 use crate::session::runs::SlotSpec;
 use crate::state::StateStore;
@@ -16,8 +16,8 @@ use crate::state::StateStore;
 /// What an analyzer sees of the conversation (S27), shared by all runs of one hook.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AnalyzerView {
-    /// The model messages so far.
-    pub messages: Vec<ContextMessage>,
+    /// The model messages so far (a shared snapshot of the history).
+    pub messages: crate::model::Messages,
     /// The latest user message.
     pub latest_user: Option<String>,
     /// The latest assistant reply.

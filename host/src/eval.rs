@@ -258,7 +258,7 @@ fn view(case: &Case) -> AnalyzerView {
         messages.push(ContextMessage::assistant(r.clone(), Vec::new()));
     }
     AnalyzerView {
-        messages,
+        messages: messages.into(),
         latest_user: case.user.clone(),
         latest_reply: case.reply.clone(),
     }

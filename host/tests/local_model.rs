@@ -34,7 +34,7 @@ fn input(system: &str, messages: Vec<ContextMessage>) -> Arc<ModelInput> {
         turn: 1,
         step: 1,
         instructions: system.into(),
-        messages,
+        messages: messages.into(),
     })
 }
 

@@ -40,7 +40,7 @@ fn input(system: &str, messages: Vec<ContextMessage>) -> Arc<ModelInput> {
         turn: 1,
         step: 1,
         instructions: system.into(),
-        messages,
+        messages: messages.into(),
     })
 }
 
@@ -148,7 +148,7 @@ async fn a_tool_call_round_trip_streamed_and_not() {
 
         // The provider sends the call and its result back; the server renders both into the
         // prompt and the model answers from the result.
-        let mut messages = copy_tool_calls(&["Paris"]).messages.clone();
+        let mut messages = copy_tool_calls(&["Paris"]).messages.to_vec();
         messages.push(ContextMessage::assistant("", reply.tool_calls.clone()));
         messages.push(ContextMessage::tool(call, "Sunny, 21 degrees Celsius."));
         messages.push(ContextMessage::user(

@@ -30,7 +30,8 @@ use crate::session::queue::{InjectQueue, Lane, Provenance};
 use crate::state::StateStore;
 
 /// The analyzer's config for a run that leaves one note.
-const NOTE_CONFIG: &str = r#"{"text": "{name}: a note about turn {turn}.", "key": "note", "label": "note"}"#;
+const NOTE_CONFIG: &str =
+    r#"{"text": "{name}: a note about turn {turn}.", "key": "note", "label": "note"}"#;
 /// The analyzer's config for a run that returns at once (it only acts on turn 0, which
 /// never comes).
 const EMPTY_CONFIG: &str = r#"{"turns": [0]}"#;
@@ -121,7 +122,7 @@ pub fn request(messages: usize) -> RunRequest {
         view: Arc::new(AnalyzerView {
             latest_user: latest(Role::User),
             latest_reply: latest(Role::Assistant),
-            messages: history,
+            messages: history.into(),
         }),
         config_json: NOTE_CONFIG.into(),
         deadline: SystemTime::now() + Duration::from_secs(3600),
@@ -189,7 +190,12 @@ impl Fixture {
 /// A queue holding `n` instructions-lane notes from four analyzers, as a boundary finds it.
 pub fn full_queue(n: usize) -> InjectQueue {
     let mut queue = InjectQueue::new();
-    let names: [Arc<str>; 4] = ["note-1".into(), "note-2".into(), "note-3".into(), "note-4".into()];
+    let names: [Arc<str>; 4] = [
+        "note-1".into(),
+        "note-2".into(),
+        "note-3".into(),
+        "note-4".into(),
+    ];
     for i in 0..n {
         let provenance = Provenance {
             analyzer: names[i % 4].clone(),
@@ -229,7 +235,10 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
     let batches = 30;
     let check = |r: Result<Vec<Injection>, RunError>, want: usize| -> anyhow::Result<()> {
         let got = r.map_err(|e| anyhow!("a bench call failed: {e}"))?.len();
-        anyhow::ensure!(got == want, "a bench call returned {got} injections, not {want}");
+        anyhow::ensure!(
+            got == want,
+            "a bench call returned {got} injections, not {want}"
+        );
         Ok(())
     };
     // Each path must do what it says before it is timed.

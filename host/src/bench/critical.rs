@@ -127,7 +127,9 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
             percentile(l.last.iter().copied(), 99.0),
         );
     }
-    let diff = |a: &[f64], b: &[f64]| (median(a.iter().copied()) / median(b.iter().copied()) - 1.0) * 100.0;
+    let diff = |a: &[f64], b: &[f64]| {
+        (median(a.iter().copied()) / median(b.iter().copied()) - 1.0) * 100.0
+    };
     // Noise: the same comparison between the two halves of the configuration without
     // analyzers, turns paired by order.
     let half = n.first.len() / 2;

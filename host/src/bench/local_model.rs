@@ -28,6 +28,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::model::local::{
+    chat_messages, CallOptions, LocalModel, LocalSettings, Sampling, FETCH_HINT,
+};
+use crate::model::{ContextMessage, ModelInput, ModelRequest, ToolSpec};
 use anyhow::{anyhow, bail, Context as _};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -36,10 +40,6 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
-use crate::model::local::{
-    chat_messages, CallOptions, LocalModel, LocalSettings, Sampling, FETCH_HINT,
-};
-use crate::model::{ContextMessage, ModelInput, ModelRequest, ToolSpec};
 
 /// Same cap as the provider applies when `context_length` is not configured.
 const MAX_DEFAULT_CONTEXT: u32 = 8192;
@@ -315,7 +315,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             turn: 1,
             step: 1,
             instructions: format!("Session {round}. {INSTRUCTIONS}"),
-            messages: vec![ContextMessage::user(STORY)],
+            messages: vec![ContextMessage::user(STORY)].into(),
         });
         let label = if warm {
             "warm-up".to_string()

@@ -249,7 +249,9 @@ pub fn reply_text(words: usize) -> String {
     const WORDS: [&str; 8] = [
         "rail", "line", "open", "date", "town", "port", "year", "work",
     ];
-    (0..words).map(|i| format!("{} ", WORDS[i % WORDS.len()])).collect()
+    (0..words)
+        .map(|i| format!("{} ", WORDS[i % WORDS.len()]))
+        .collect()
 }
 
 impl Host {

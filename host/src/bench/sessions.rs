@@ -92,7 +92,11 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
         "{n} sessions with one turn each and four analyzers, opened in {:.2} s; {} analyzer runs{}",
         opened.as_secs_f64(),
         stats.runs.load(Ordering::Relaxed),
-        if settled { "" } else { " (not all had finished)" }
+        if settled {
+            ""
+        } else {
+            " (not all had finished)"
+        }
     );
     println!(
         "resident memory  {before} kB before, {after} kB after: {:.1} KB per session",

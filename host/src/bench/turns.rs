@@ -157,8 +157,8 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
             if which == 1 && s.runs == 0 {
                 bail!("the four analyzers never ran");
             }
-            let growth = Session::window_us(&s.cpu, late_from, last)
-                / Session::window_us(&s.cpu, 10, 29);
+            let growth =
+                Session::window_us(&s.cpu, late_from, last) / Session::window_us(&s.cpu, 10, 29);
             println!(
                 "{:<6} {:<10} {:>9.0} {:>10.3} {:>10.3} {:>11.1} {:>9} {:>10} {:>10.2}× {:>8.1}",
                 round,

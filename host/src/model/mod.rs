@@ -5,6 +5,7 @@
 
 pub mod embedding;
 pub mod local;
+pub mod messages;
 pub mod openai;
 pub mod scripted;
 
@@ -15,6 +16,8 @@ use std::sync::Arc;
 use murmur_plugin_api::{Origin, Role};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+pub use messages::Messages;
 
 /// A boxed future, as returned by providers and backends.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -118,8 +121,8 @@ pub struct ModelInput {
     pub step: u32,
     /// System text.
     pub instructions: String,
-    /// Messages.
-    pub messages: Vec<ContextMessage>,
+    /// Messages: a snapshot of the session's history, shared, not copied.
+    pub messages: Messages,
 }
 
 /// A tool the model may call.

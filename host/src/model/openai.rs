@@ -639,7 +639,7 @@ mod tests {
             turn: 1,
             step: 1,
             instructions: "Be brief.".into(),
-            messages,
+            messages: messages.into(),
         })
     }
 

@@ -226,7 +226,7 @@ mod tests {
             turn: 1,
             step: 1,
             instructions: String::new(),
-            messages: vec![],
+            messages: Vec::new().into(),
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let req = |tx| ModelRequest::new(input.clone(), Arc::from(Vec::new()), tx);

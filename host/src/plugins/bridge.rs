@@ -83,7 +83,7 @@ pub(crate) struct CallInput<'a> {
     pub hook: murmur_plugin_api::Hook,
     pub turn: u64,
     pub step: u32,
-    pub messages: &'a [crate::model::ContextMessage],
+    pub messages: &'a crate::model::Messages,
     pub latest_user: Option<&'a str>,
     pub latest_reply: Option<&'a str>,
     pub config_json: &'a str,
@@ -97,22 +97,18 @@ pub(crate) fn analyze<S: FfiHostServices>(
     input: &CallInput<'_>,
     services: &S,
 ) -> Result<Vec<Injection>, RunError> {
+    // Tool calls cross as JSON; only the few messages that have them need any.
     let tool_calls: Vec<String> = input
         .messages
         .iter()
-        .map(|m| {
-            if m.tool_calls.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&m.tool_calls).unwrap_or_default()
-            }
-        })
+        .filter(|m| !m.tool_calls.is_empty())
+        .map(|m| serde_json::to_string(&m.tool_calls).unwrap_or_default())
         .collect();
+    let mut calls = tool_calls.iter();
     let messages: Vec<FfiMessage<'_>> = input
         .messages
         .iter()
-        .zip(&tool_calls)
-        .map(|(m, calls)| FfiMessage {
+        .map(|m| FfiMessage {
             role: m.role.code(),
             origin: m.origin.code(),
             content: m.content.as_str().into(),
@@ -122,7 +118,11 @@ pub(crate) fn analyze<S: FfiHostServices>(
                 .or(m.tool_name.as_deref())
                 .unwrap_or("")
                 .into(),
-            tool_calls_json: calls.as_str().into(),
+            tool_calls_json: if m.tool_calls.is_empty() {
+                "".into()
+            } else {
+                calls.next().map_or("", String::as_str).into()
+            },
         })
         .collect();
     let ctx = FfiContext {

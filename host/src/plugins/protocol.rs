@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::analyzer::RunError;
-use crate::model::ContextMessage;
 
 /// The protocol version both sides must speak.
 pub const PROTOCOL: u32 = 1;
@@ -70,7 +69,7 @@ pub struct RunFrame {
     /// The step it is about.
     pub step: u32,
     /// The model messages so far.
-    pub messages: Vec<ContextMessage>,
+    pub messages: crate::model::Messages,
     /// The latest user message.
     pub latest_user: Option<String>,
     /// The latest reply.

@@ -173,7 +173,7 @@ that matter for continuing it. Write only the summary.";
 
 fn with_messages(input: &ModelInput, messages: Vec<ContextMessage>) -> Arc<ModelInput> {
     Arc::new(ModelInput {
-        messages,
+        messages: messages.into(),
         ..input.clone()
     })
 }
@@ -201,7 +201,9 @@ pub async fn fit(
     if before <= budget {
         return Ok((input, None));
     }
-    let cuts = cut_points(&input.messages);
+    // Over budget: the one place that needs the messages as a slice.
+    let all = input.messages.to_vec();
+    let cuts = cut_points(&all);
     if cuts.is_empty() {
         // Only the current turn: nothing may go. The provider reports the overflow.
         return Ok((input, None));
@@ -217,13 +219,13 @@ pub async fn fit(
     let target = budget / 2;
     let mut cut = cuts[cuts.len() - 1];
     for &c in &cuts {
-        let rest = with_messages(&input, input.messages[c..].to_vec());
+        let rest = with_messages(&input, all[c..].to_vec());
         if model.count_tokens(rest).await? + summary_room <= target {
             cut = c;
             break;
         }
     }
-    let removed = &input.messages[..cut];
+    let removed = &all[..cut];
     let turns = removed.iter().filter(|m| m.origin == Origin::User).count();
     let mut injections_from: Vec<String> = Vec::new();
     for name in removed.iter().filter_map(|m| m.analyzer.as_deref()) {
@@ -241,11 +243,11 @@ pub async fn fit(
         }
         _ => (None, None),
     };
-    let mut messages = Vec::with_capacity(input.messages.len() - cut + 1);
+    let mut messages = Vec::with_capacity(all.len() - cut + 1);
     if let Some(s) = &summary {
         messages.push(ContextMessage::summary(summary_text(s)));
     }
-    messages.extend_from_slice(&input.messages[cut..]);
+    messages.extend_from_slice(&all[cut..]);
     let compacted = with_messages(&input, messages);
     let after = model.count_tokens(compacted.clone()).await?;
     let compaction = Compaction {
@@ -285,7 +287,8 @@ async fn summarise(
             instructions: SUMMARISER.to_string(),
             messages: vec![ContextMessage::user(format!(
                 "Conversation:\n{text}\nSummary:"
-            ))],
+            ))]
+            .into(),
         })
     };
     for _ in 0..4 {
@@ -386,7 +389,7 @@ mod tests {
             turn: 9,
             step: 1,
             instructions: "sys".into(),
-            messages,
+            messages: messages.into(),
         })
     }
 

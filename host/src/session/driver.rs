@@ -641,7 +641,7 @@ impl Actor {
 
     fn view(&self) -> View {
         Arc::new(AnalyzerView {
-            messages: self.machine.history().to_vec(),
+            messages: self.machine.history().clone(),
             latest_user: self.machine.latest_user().map(str::to_string),
             latest_reply: self.machine.latest_reply().map(str::to_string),
         })

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::InstructionsPlacement;
 use crate::events::{Boundary, EventKind, TurnOutcome};
-use crate::model::{ContextMessage, ModelInput, ModelReply, ToolCall, ToolSpec, Usage};
+use crate::model::{ContextMessage, Messages, ModelInput, ModelReply, ToolCall, ToolSpec, Usage};
 use crate::session::compaction::{Compaction, CompactionSettings};
 use crate::session::queue::{InjectQueue, Lane, Provenance, Queued};
 
@@ -173,7 +173,7 @@ struct Running {
 pub struct TurnMachine {
     id: Arc<str>,
     settings: Arc<SessionSettings>,
-    history: Vec<ContextMessage>,
+    history: Messages,
     queue: InjectQueue,
     turns: u64,
     running: Option<Running>,
@@ -196,7 +196,7 @@ impl TurnMachine {
         TurnMachine {
             id,
             settings,
-            history: Vec::new(),
+            history: Messages::new(),
             queue: InjectQueue::new(),
             turns: 0,
             running: None,
@@ -226,7 +226,7 @@ impl TurnMachine {
             compactions,
         } = restored;
         let mut m = TurnMachine {
-            history,
+            history: history.into(),
             queue: InjectQueue::restore(queued, last_injection),
             turns: checkpoint.turns,
             user_seq: checkpoint.user_seq,
@@ -318,11 +318,11 @@ impl TurnMachine {
     pub fn with_history(
         id: Arc<str>,
         settings: Arc<SessionSettings>,
-        history: Vec<ContextMessage>,
+        history: impl Into<Messages>,
         turns: u64,
     ) -> Self {
         TurnMachine {
-            history,
+            history: history.into(),
             turns,
             ..TurnMachine::new(id, settings)
         }
@@ -348,8 +348,10 @@ impl TurnMachine {
         else {
             return Vec::new();
         };
-        let answered: Vec<&str> = self.history[at + 1..]
+        let answered: Vec<&str> = self
+            .history
             .iter()
+            .skip(at + 1)
             .filter_map(|m| m.tool_call_id.as_deref())
             .collect();
         self.history[at]
@@ -365,7 +367,7 @@ impl TurnMachine {
     }
 
     /// The model context: history with injections at their positions.
-    pub fn history(&self) -> &[ContextMessage] {
+    pub fn history(&self) -> &Messages {
         &self.history
     }
 
@@ -695,7 +697,7 @@ impl TurnMachine {
                 turn: self.turns,
                 step: 0,
                 instructions: String::new(),
-                messages: Vec::new(),
+                messages: Messages::new(),
             });
         };
         self.events.push(EventKind::ModelCalled {
@@ -718,7 +720,7 @@ impl TurnMachine {
     pub fn compacted(&mut self, compaction: &Compaction) {
         let removed = compaction.removed.min(self.history.len());
         let replacement = compaction.replacement();
-        self.history.splice(..removed, replacement);
+        self.history.replace_prefix(removed, replacement);
         self.compactions += 1;
     }
 

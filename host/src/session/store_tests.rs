@@ -51,8 +51,10 @@ fn open_store(dir: &tempfile::TempDir) -> Arc<Store> {
     Arc::new(Store::open(&dir.path().join("sessions.db")).expect("store opens"))
 }
 
-fn contents(history: &[crate::model::ContextMessage]) -> Vec<String> {
-    history.iter().map(|m| m.content.clone()).collect()
+fn contents<'a>(
+    history: impl IntoIterator<Item = &'a crate::model::ContextMessage>,
+) -> Vec<String> {
+    history.into_iter().map(|m| m.content.clone()).collect()
 }
 
 #[tokio::test(start_paused = true)]

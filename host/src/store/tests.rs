@@ -87,7 +87,7 @@ fn a_loaded_session_equals_the_committed_one() {
     commit(&store, &mut cursor, &mut m);
 
     let (restored, loaded_cursor) = store.load("s").expect("load").expect("stored");
-    assert_eq!(restored.history, m.history());
+    assert_eq!(&restored.history, &m.history().to_vec());
     assert_eq!(restored.checkpoint, m.checkpoint());
     assert_eq!(restored.checkpoint.system_prompt.as_deref(), Some("OWN"));
     let queued: Vec<&Queued> = m.queue().iter().collect();
