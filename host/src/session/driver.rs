@@ -3,14 +3,17 @@
 //!
 //! The actor owns all session state, so there are no locks: a boundary drains the queue
 //! atomically because nothing else can touch it (S14). Analyzer runs are separate tasks that
-//! report back over a channel; their order of arrival is the queue order (S13).
+//! report back over a channel; their order of arrival is the queue order (S13). The current
+//! step's model or tool call is a future the actor polls itself, beside its other inputs: a
+//! streamed chunk then wakes the task that handles it, with no hop to another task, and
+//! dropping the future aborts the call.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt as _;
 use murmur_plugin_api::{Hook, Injection};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::analyzer::{AnalyzerEntry, AnalyzerView, CancelFlag, RunError, RunRequest};
@@ -24,6 +27,26 @@ use crate::session::runs::{RunStart, RunTracker};
 use crate::store::Cursor;
 
 type View = Arc<AnalyzerView>;
+
+/// A model or tool call of the current step, polled by the actor; a panic in it becomes an
+/// error message.
+type Step<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send>>;
+
+fn step<T: 'static>(call: impl std::future::Future<Output = T> + Send + 'static) -> Step<T> {
+    Box::pin(
+        std::panic::AssertUnwindSafe(call)
+            .catch_unwind()
+            .map(|r| r.map_err(|panic| panic_message(&*panic))),
+    )
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".into())
+}
 
 enum Command {
     User {
@@ -274,8 +297,8 @@ enum Ended {
 enum Wake {
     Command(Option<Command>),
     Chunk(String),
-    Model(Result<ModelOutcome, JoinError>),
-    Tools(Result<Vec<Result<String, String>>, JoinError>),
+    Model(Result<ModelOutcome, String>),
+    Tools(Result<Vec<Result<String, String>>, String>),
     Run(RunDone),
     Timer,
     Shutdown,
@@ -311,10 +334,10 @@ struct Actor {
     rx: mpsc::UnboundedReceiver<Command>,
     done_tx: mpsc::UnboundedSender<RunDone>,
     done_rx: mpsc::UnboundedReceiver<RunDone>,
-    model_task: Option<JoinHandle<ModelOutcome>>,
+    model_task: Option<Step<ModelOutcome>>,
     chunks: Option<mpsc::UnboundedReceiver<String>>,
     partial: String,
-    tools_task: Option<JoinHandle<Vec<Result<String, String>>>>,
+    tools_task: Option<Step<Vec<Result<String, String>>>>,
     wake: Option<Instant>,
     waiters: Vec<(u64, Waiter)>,
     closing: Option<Option<oneshot::Sender<()>>>,
@@ -332,7 +355,7 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     }
 }
 
-async fn join_opt<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+async fn join_opt<T>(task: &mut Option<Step<T>>) -> Result<T, String> {
     match task {
         Some(t) => t.await,
         None => std::future::pending().await,
@@ -440,17 +463,14 @@ impl Actor {
     }
 
     fn abort_calls(&mut self) {
-        if let Some(task) = self.model_task.take() {
-            task.abort();
-        }
+        // Dropping a call's future aborts it.
+        self.model_task = None;
         if let Some(mut chunks) = self.chunks.take() {
             while let Ok(c) = chunks.try_recv() {
                 self.partial.push_str(&c);
             }
         }
-        if let Some(task) = self.tools_task.take() {
-            task.abort();
-        }
+        self.tools_task = None;
     }
 
     fn chunk(&mut self, chunk: String) {
@@ -460,7 +480,7 @@ impl Actor {
         self.partial.push_str(&chunk);
     }
 
-    fn model_done(&mut self, result: Result<ModelOutcome, JoinError>) {
+    fn model_done(&mut self, result: Result<ModelOutcome, String>) {
         self.model_task = None;
         let result = result.map(|outcome| {
             if let Some(c) = &outcome.compaction {
@@ -484,7 +504,7 @@ impl Actor {
         self.perform(actions);
     }
 
-    fn tools_done(&mut self, result: Result<Vec<Result<String, String>>, JoinError>) {
+    fn tools_done(&mut self, result: Result<Vec<Result<String, String>>, String>) {
         self.tools_task = None;
         let results =
             result.unwrap_or_else(|e| vec![Err(format!("tool task ended abnormally: {e}"))]);
@@ -574,7 +594,7 @@ impl Actor {
                     self.partial.clear();
                     self.chunks = Some(rx);
                     let options = self.machine.options().cloned().unwrap_or_default();
-                    self.model_task = Some(tokio::spawn(call_model(
+                    self.model_task = Some(step(call_model(
                         self.shared.clone(),
                         self.id.clone(),
                         input,
@@ -583,7 +603,7 @@ impl Actor {
                     )));
                 }
                 Action::CallTools { calls, .. } => {
-                    self.tools_task = Some(tokio::spawn(call_tools(
+                    self.tools_task = Some(step(call_tools(
                         self.shared.clone(),
                         self.id.clone(),
                         calls,
