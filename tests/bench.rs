@@ -35,7 +35,7 @@ fn the_host_scenarios_run_on_the_real_runtime_and_print_their_figures() {
         "sessions",
         "boundary",
         "--turns",
-        "40",
+        "110",
         "--rounds",
         "1",
         "--latency-turns",
@@ -63,8 +63,8 @@ fn the_host_scenarios_run_on_the_real_runtime_and_print_their_figures() {
     let runs: u64 = cols[6].parse().expect("runs column");
     let delivered: u64 = cols[7].parse().expect("delivered column");
     assert!(
-        runs > 0 && runs <= 160,
-        "four analyzers × 40 turns at most: {four}"
+        runs > 0 && runs <= 440,
+        "four analyzers × 110 turns at most: {four}"
     );
     assert!(delivered > 0, "no note was delivered: {four}");
     assert!(figure(s, "cpu per turn with four analyzers", "analyzers") > 0.0);
@@ -101,7 +101,7 @@ fn a_missing_fixture_plugin_is_named_with_the_way_to_build_it() {
     let out = dir.murmur(["bench", "turns", "--turns", "5"]);
     assert_eq!(out.code, Some(2), "{}", out.dump());
     assert!(
-        out.stderr.contains("--turns must be at least 40"),
+        out.stderr.contains("--turns must be at least 110"),
         "{}",
         out.stderr
     );

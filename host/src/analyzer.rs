@@ -14,7 +14,7 @@ use crate::session::runs::SlotSpec;
 use crate::state::StateStore;
 
 /// What an analyzer sees of the conversation (S27), shared by all runs of one hook.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Default)]
 pub struct AnalyzerView {
     /// The model messages so far (a shared snapshot of the history).
     pub messages: crate::model::Messages,
@@ -22,6 +22,59 @@ pub struct AnalyzerView {
     pub latest_user: Option<String>,
     /// The latest assistant reply.
     pub latest_reply: Option<String>,
+    /// The messages as they cross the plugin ABI, built by the first run that needs them
+    /// and shared by the others.
+    abi: std::sync::OnceLock<crate::plugins::bridge::AbiMessages>,
+}
+
+impl AnalyzerView {
+    /// A view of these messages.
+    pub fn new(
+        messages: crate::model::Messages,
+        latest_user: Option<String>,
+        latest_reply: Option<String>,
+    ) -> Self {
+        AnalyzerView {
+            messages,
+            latest_user,
+            latest_reply,
+            abi: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The messages as the plugin ABI takes them.
+    pub(crate) fn abi(&self) -> &crate::plugins::bridge::AbiMessages {
+        self.abi
+            .get_or_init(|| crate::plugins::bridge::AbiMessages::of(&self.messages))
+    }
+}
+
+impl Clone for AnalyzerView {
+    fn clone(&self) -> Self {
+        AnalyzerView::new(
+            self.messages.clone(),
+            self.latest_user.clone(),
+            self.latest_reply.clone(),
+        )
+    }
+}
+
+impl PartialEq for AnalyzerView {
+    fn eq(&self, other: &Self) -> bool {
+        self.messages == other.messages
+            && self.latest_user == other.latest_user
+            && self.latest_reply == other.latest_reply
+    }
+}
+
+impl std::fmt::Debug for AnalyzerView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnalyzerView")
+            .field("messages", &self.messages)
+            .field("latest_user", &self.latest_user)
+            .field("latest_reply", &self.latest_reply)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cancellation flag the host sets and the analyzer polls (S23).

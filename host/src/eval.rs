@@ -257,11 +257,7 @@ fn view(case: &Case) -> AnalyzerView {
     if let Some(r) = &case.reply {
         messages.push(ContextMessage::assistant(r.clone(), Vec::new()));
     }
-    AnalyzerView {
-        messages: messages.into(),
-        latest_user: case.user.clone(),
-        latest_reply: case.reply.clone(),
-    }
+    AnalyzerView::new(messages.into(), case.user.clone(), case.reply.clone())
 }
 
 /// Runs `analyzer` on every case, each in a session of its own (fresh per-session state),

@@ -1,12 +1,14 @@
 //! The plugin boundary's costs.
 //!
 //! - **ABI call against native call.** The `configurable` analyzer loaded from its `.so` and
-//!   called as a run calls it (the host builds the `FfiContext` over the view, calls through
-//!   the abi_stable vtable, converts the returned injections), against [`NativeNote`], the
+//!   called as a run calls it (the host builds the `FfiContext` over the view's messages in
+//!   ABI form, calls through the abi_stable vtable, converts the returned injections), against
+//!   [`NativeNote`], the
 //!   same analyzer's logic compiled into the host and called through a Rust trait object
 //!   with the host's own types. Both do the same work: read and write the `runs` state,
 //!   format a debug log line, format the note. Measured with a 1-message and a 20-message
 //!   context, and for a run that returns early with nothing (the bare crossing).
+//! - **The ABI form of a view**: the messages as `FfiMessage`s, built once per hook firing.
 //! - **A whole run**: [`AnalyzerBackend::run`] on the plugin with a 20-message context, as a
 //!   session starts it (a task on the blocking pool, awaited).
 //! - **Loading a plugin**: [`loader::load_file`] (permission check, private copy, SHA-256,
@@ -113,17 +115,14 @@ pub fn request(messages: usize) -> RunRequest {
             .find(|m| m.role == role)
             .map(|m| m.content.clone())
     };
+    let (user, reply) = (latest(Role::User), latest(Role::Assistant));
     RunRequest {
         session: "bench".into(),
         analyzer: "note".into(),
         hook: Hook::TurnComplete,
         turn: 10,
         step: 0,
-        view: Arc::new(AnalyzerView {
-            latest_user: latest(Role::User),
-            latest_reply: latest(Role::Assistant),
-            messages: history.into(),
-        }),
+        view: Arc::new(AnalyzerView::new(history.into(), user, reply)),
         config_json: NOTE_CONFIG.into(),
         deadline: SystemTime::now() + Duration::from_secs(3600),
         cancel: CancelFlag::default(),
@@ -268,6 +267,20 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
         println!(
             "{what:<46} {abi:>12.0} {native:>12.0} {:>+9.0} ns",
             abi - native
+        );
+    }
+
+    // The view's messages in ABI form are built once per hook firing and shared by its runs
+    // (the calls above reuse them); what building them costs:
+    for n in [20usize, 2000] {
+        let view = request(n).view;
+        let ns = median(per_call_ns(batches, || {
+            std::hint::black_box(bridge::AbiMessages::of(&view.messages));
+        }));
+        println!(
+            "{:<46} {:>12.2} µs (once per hook firing, shared by its runs)",
+            format!("ABI form of a {n}-message view"),
+            ns / 1e3
         );
     }
 

@@ -131,8 +131,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     } else {
         options.scenarios.clone()
     };
-    if options.turns < 40 || options.rounds == 0 || options.latency_turns == 0 {
-        bail!("--turns must be at least 40, --rounds and --latency-turns at least 1");
+    if options.turns < 110 || options.rounds == 0 || options.latency_turns == 0 {
+        bail!("--turns must be at least 110, --rounds and --latency-turns at least 1");
     }
     println!("murmur bench {}", env!("CARGO_PKG_VERSION"));
     println!("machine          {}", machine());

@@ -14,7 +14,7 @@ use murmur_plugin_api::ffi::{
 use murmur_plugin_api::{Injection, Role};
 
 use crate::analyzer::{AnalyzerBackend, CancelFlag, RunError, RunRequest};
-use crate::model::BoxFuture;
+use crate::model::{BoxFuture, Messages};
 use crate::services::{CallScope, ServiceError, ServiceHub, HOST_CAPABILITIES};
 use crate::state::StateStore;
 use crate::tool::ToolBackend;
@@ -68,7 +68,7 @@ pub(crate) fn call_analyzer(
         hook: request.hook,
         turn: request.turn,
         step: request.step,
-        messages: &request.view.messages,
+        messages: request.view.abi().slice(),
         latest_user: request.view.latest_user.as_deref(),
         latest_reply: request.view.latest_reply.as_deref(),
         config_json: &request.config_json,
@@ -77,13 +77,75 @@ pub(crate) fn call_analyzer(
     analyze(instance, &input, &services)
 }
 
+/// The owner of [`AbiMessages`]: the messages and their tool calls as JSON.
+pub(crate) struct AbiOwner {
+    messages: Messages,
+    tool_calls: Vec<String>,
+}
+
+type FfiMessages<'a> = Vec<FfiMessage<'a>>;
+
+self_cell::self_cell!(
+    /// Messages as they cross the plugin ABI: borrowed views of the history's text, built
+    /// once per analyzer view and shared by the runs that get it.
+    pub(crate) struct AbiMessages {
+        owner: AbiOwner,
+        #[covariant]
+        dependent: FfiMessages,
+    }
+);
+
+impl AbiMessages {
+    /// Builds the ABI form of `messages`.
+    pub(crate) fn of(messages: &Messages) -> AbiMessages {
+        // Tool calls cross as JSON; only the few messages that have them need any.
+        let tool_calls: Vec<String> = messages
+            .iter()
+            .filter(|m| !m.tool_calls.is_empty())
+            .map(|m| serde_json::to_string(&m.tool_calls).unwrap_or_default())
+            .collect();
+        let owner = AbiOwner {
+            messages: messages.clone(),
+            tool_calls,
+        };
+        AbiMessages::new(owner, |owner| {
+            let mut calls = owner.tool_calls.iter();
+            owner
+                .messages
+                .iter()
+                .map(|m| FfiMessage {
+                    role: m.role.code(),
+                    origin: m.origin.code(),
+                    content: m.content.as_str().into(),
+                    name: m
+                        .analyzer
+                        .as_deref()
+                        .or(m.tool_name.as_deref())
+                        .unwrap_or("")
+                        .into(),
+                    tool_calls_json: if m.tool_calls.is_empty() {
+                        "".into()
+                    } else {
+                        calls.next().map_or("", String::as_str).into()
+                    },
+                })
+                .collect()
+        })
+    }
+
+    /// The messages, ready for an `FfiContext`.
+    pub(crate) fn slice(&self) -> &[FfiMessage<'_>] {
+        self.borrow_dependent()
+    }
+}
+
 /// What one analyzer call is given, borrowed from the host or from a runner's frame.
 pub(crate) struct CallInput<'a> {
     pub session: &'a str,
     pub hook: murmur_plugin_api::Hook,
     pub turn: u64,
     pub step: u32,
-    pub messages: &'a crate::model::Messages,
+    pub messages: &'a [FfiMessage<'a>],
     pub latest_user: Option<&'a str>,
     pub latest_reply: Option<&'a str>,
     pub config_json: &'a str,
@@ -97,40 +159,12 @@ pub(crate) fn analyze<S: FfiHostServices>(
     input: &CallInput<'_>,
     services: &S,
 ) -> Result<Vec<Injection>, RunError> {
-    // Tool calls cross as JSON; only the few messages that have them need any.
-    let tool_calls: Vec<String> = input
-        .messages
-        .iter()
-        .filter(|m| !m.tool_calls.is_empty())
-        .map(|m| serde_json::to_string(&m.tool_calls).unwrap_or_default())
-        .collect();
-    let mut calls = tool_calls.iter();
-    let messages: Vec<FfiMessage<'_>> = input
-        .messages
-        .iter()
-        .map(|m| FfiMessage {
-            role: m.role.code(),
-            origin: m.origin.code(),
-            content: m.content.as_str().into(),
-            name: m
-                .analyzer
-                .as_deref()
-                .or(m.tool_name.as_deref())
-                .unwrap_or("")
-                .into(),
-            tool_calls_json: if m.tool_calls.is_empty() {
-                "".into()
-            } else {
-                calls.next().map_or("", String::as_str).into()
-            },
-        })
-        .collect();
     let ctx = FfiContext {
         session_id: input.session.into(),
         turn: input.turn,
         step: input.step,
         hook: input.hook.code(),
-        messages: messages.as_slice().into(),
+        messages: input.messages.into(),
         latest_user: input.latest_user.unwrap_or("").into(),
         latest_reply: input.latest_reply.unwrap_or("").into(),
         config_json: input.config_json.into(),

@@ -153,12 +153,13 @@ impl Runner {
     ) -> Result<Vec<super::protocol::WireInjection>, WireError> {
         let deadline = UNIX_EPOCH + Duration::from_millis(run.deadline_unix_ms);
         *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = deadline;
+        let messages = bridge::AbiMessages::of(&run.messages);
         let input = CallInput {
             session: &run.session,
             hook: run.hook,
             turn: run.turn,
             step: run.step,
-            messages: &run.messages,
+            messages: messages.slice(),
             latest_user: run.latest_user.as_deref(),
             latest_reply: run.latest_reply.as_deref(),
             config_json: &run.config_json,

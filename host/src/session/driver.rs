@@ -371,11 +371,13 @@ async fn sleep_opt(at: Option<Instant>) {
 
 impl Actor {
     async fn run(mut self) {
-        let shutdown = self.shared.cancel.clone();
+        // One wait for shutdown for the actor's life, not a new one per wake-up.
+        let shutdown = self.shared.cancel.clone().cancelled_owned();
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let wake = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Wake::Shutdown,
+                _ = &mut shutdown => Wake::Shutdown,
                 c = self.rx.recv(), if self.closing.is_none() => Wake::Command(c),
                 Some(chunk) = recv_opt(&mut self.chunks) => Wake::Chunk(chunk),
                 r = join_opt(&mut self.model_task) => Wake::Model(r),
@@ -660,11 +662,11 @@ impl Actor {
     }
 
     fn view(&self) -> View {
-        Arc::new(AnalyzerView {
-            messages: self.machine.history().clone(),
-            latest_user: self.machine.latest_user().map(str::to_string),
-            latest_reply: self.machine.latest_reply().map(str::to_string),
-        })
+        Arc::new(AnalyzerView::new(
+            self.machine.history().clone(),
+            self.machine.latest_user().map(str::to_string),
+            self.machine.latest_reply().map(str::to_string),
+        ))
     }
 
     fn fire(&mut self, hook: Hook, turn: u64, step: u32, view: View) {

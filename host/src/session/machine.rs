@@ -341,11 +341,21 @@ impl TurnMachine {
     /// The tool calls at the end of the history that have no result yet: those of a turn
     /// that ended with [`TurnOutcome::ToolCalls`], until the client answers them.
     pub fn unanswered_calls(&self) -> Vec<&ToolCall> {
-        let Some(at) = self
-            .history
-            .iter()
-            .rposition(|m| m.role == Role::Assistant && !m.tool_calls.is_empty())
-        else {
+        // Only the last assistant message can have calls without results, and only when
+        // nothing but tool results and injections follow it: every step that goes on gives
+        // each call a result. So the search stops at the first other message from the end,
+        // and a long history costs nothing here.
+        let mut last = None;
+        for (i, m) in self.history.iter().enumerate().rev() {
+            if m.role == Role::Tool || m.origin == Origin::Injection {
+                continue;
+            }
+            if m.role == Role::Assistant && !m.tool_calls.is_empty() {
+                last = Some(i);
+            }
+            break;
+        }
+        let Some(at) = last else {
             return Vec::new();
         };
         let answered: Vec<&str> = self
