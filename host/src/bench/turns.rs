@@ -225,6 +225,14 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
         cpu_per_turn[1],
         cpu_per_turn[1] - cpu_per_turn[0]
     );
+    // What one analyzer run adds: the rounds pair up (round r of each configuration).
+    let per_run = median(results[1].iter().zip(&results[0]).map(|(four, none)| {
+        (four.total_cpu.as_secs_f64() - none.total_cpu.as_secs_f64()) * 1e6
+            / four.runs.max(1) as f64
+    }));
+    println!(
+        "cpu per analyzer run                  {per_run:.1} µs (CPU with four analyzers minus without, over the runs; rounds paired)"
+    );
     for (which, name) in [(1, "four analyzers"), (0, "no analyzers")] {
         println!(
             "history growth, {name:<15}       cpu per turn {:.2}×, wall per turn {:.2}× (turns {late_from}-{last} against 10-59; target ≤ 1.5×)",
