@@ -84,6 +84,8 @@ pub mod export;
 pub mod ffi;
 mod manifest;
 mod services;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod traits;
 mod types;
 

@@ -161,7 +161,29 @@ export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use murmur_plugin_api::testing::{conformance, MockHost, Run};
     use murmur_plugin_api::{ErrorKind, Role};
+
+    #[test]
+    fn a_turn_whose_reply_skips_the_question_gets_a_note_through_analyze() {
+        let out = Run::new(Hook::TurnComplete)
+            .user("How tall is Everest?")
+            .assistant("Mountains are great.")
+            .analyze(&analyzer(serde_json::Value::Null), &MockHost::new())
+            .expect("analyze succeeds");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].role, Role::System);
+        assert!(
+            out[0].content.contains("tall, everest"),
+            "{}",
+            out[0].content
+        );
+    }
+
+    #[test]
+    fn meets_the_host_conformance_checks() {
+        conformance::<UnansweredQuestion>(Config::new(serde_json::Value::Null)).assert_ok();
+    }
 
     fn analyzer(config: serde_json::Value) -> UnansweredQuestion {
         UnansweredQuestion::new(Config::new(config)).expect("valid config")
