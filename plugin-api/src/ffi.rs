@@ -113,6 +113,14 @@ impl ErrorCode {
     }
 }
 
+/// A point in time as [`FfiContext::deadline_unix_ms`] carries it: milliseconds since the Unix
+/// epoch (0 before it, `u64::MAX` past the representable range).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Message roles on the wire: 0 system, 1 user, 2 assistant, 3 tool.
 pub type FfiRole = u8;
 /// Message origins on the wire: 0 user, 1 assistant, 2 tool, 3 injection, 4 summary.

@@ -47,7 +47,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RStr, RString};
@@ -399,10 +399,7 @@ impl Run {
             latest_user: latest(Role::User).into(),
             latest_reply: latest(Role::Assistant).into(),
             config_json: config_json.as_str().into(),
-            deadline_unix_ms: deadline
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
+            deadline_unix_ms: crate::ffi::unix_ms(deadline),
             extensions_json: extensions_json.as_str().into(),
         };
         let ctx = Context::from_ffi(&raw);

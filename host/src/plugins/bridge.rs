@@ -3,7 +3,6 @@
 //! `murmur_plugin_api::ffi`, borrowed from the host for the duration of one call.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RStr, RString};
@@ -168,11 +167,7 @@ pub(crate) fn analyze<S: FfiHostServices>(
         latest_user: input.latest_user.unwrap_or("").into(),
         latest_reply: input.latest_reply.unwrap_or("").into(),
         config_json: input.config_json.into(),
-        deadline_unix_ms: input
-            .deadline
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0),
+        deadline_unix_ms: murmur_plugin_api::ffi::unix_ms(input.deadline),
         extensions_json: "{}".into(),
     };
     let host = FfiHostServices_TO::from_ptr(services, TD_Opaque);

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use murmur_plugin_api::Injection;
 use tokio::io::AsyncBufReadExt as _;
@@ -239,11 +239,7 @@ impl Runner {
             latest_user: request.view.latest_user.clone(),
             latest_reply: request.view.latest_reply.clone(),
             config_json: request.config_json.to_string(),
-            deadline_unix_ms: request
-                .deadline
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
+            deadline_unix_ms: murmur_plugin_api::ffi::unix_ms(request.deadline),
         });
         if protocol::send(&mut self.stdin, &frame).await.is_err() {
             return Err(self.ended("before the run").await);
