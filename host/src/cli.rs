@@ -55,6 +55,8 @@ enum Command {
     Eval(EvalArgs),
     /// Serve sessions over HTTP: a session API with server-sent events, health and metrics.
     Serve(ServeArgs),
+    /// Create a new analyzer crate from Murmur's template, ready to build and test.
+    NewAnalyzer(crate::scaffold::Options),
     /// Measure the host: turn overhead, history growth, the critical path, memory per
     /// session, the plugin boundary and the local model (see docs/performance.md).
     Bench(crate::bench::Options),
@@ -208,6 +210,7 @@ pub fn main() -> ExitCode {
         Command::Index { config, force } => index(&config, force),
         Command::Eval(args) => eval(args),
         Command::Serve(args) => serve(args),
+        Command::NewAnalyzer(options) => crate::scaffold::run(&options).map(|()| ExitCode::SUCCESS),
         Command::Bench(options) => crate::bench::run(&options).map(|()| ExitCode::SUCCESS),
         Command::PluginRunner => Ok(crate::plugins::runner::main()),
     };

@@ -19,6 +19,7 @@
 //! - [`runtime`]: what sessions share, and shutdown;
 //! - [`events`]: the event stream, model-input recording and counters;
 //! - [`bench`]: the benchmark suite of `murmur bench` and `cargo bench`;
+//! - [`scaffold`]: `murmur new-analyzer`, a new analyzer crate from the template;
 //! - [`cli`]: the `murmur` command.
 //!
 //! Plugin authors depend on `murmur-plugin-api`, not on this crate.
@@ -38,6 +39,7 @@ pub mod knowledge;
 pub mod model;
 pub mod plugins;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 pub mod services;
 pub mod session;
