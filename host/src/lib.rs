@@ -18,7 +18,7 @@
 //! - [`server`]: `murmur serve`, the HTTP interface;
 //! - [`runtime`]: what sessions share, and shutdown;
 //! - [`events`]: the event stream, model-input recording and counters;
-//! - [`bench`]: the benchmark suite of `murmur bench` and `cargo bench`;
+//! - [`mod@bench`]: the benchmark suite of `murmur bench` and `cargo bench`;
 //! - [`scaffold`]: `murmur new-analyzer`, a new analyzer crate from the template;
 //! - [`cli`]: the `murmur` command.
 //!

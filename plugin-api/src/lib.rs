@@ -79,6 +79,8 @@
 //! any host with that ABI version, provided the host offers the capabilities the plugin lists
 //! in `requires`.
 
+#![warn(missing_docs)]
+
 mod context;
 pub mod export;
 pub mod ffi;

@@ -44,7 +44,8 @@ pub trait NativeAnalyzer: Send + Sync {
     fn analyze(&self, request: &RunRequest) -> Result<Vec<Injection>, RunError>;
 }
 
-/// What the `configurable` plugin does with [`NOTE_CONFIG`] or [`EMPTY_CONFIG`], in the host.
+/// What the `configurable` plugin does with the bench's two configs (one note, or an early
+/// return), in the host.
 #[derive(Debug)]
 pub struct NativeNote {
     text: Option<String>,
