@@ -294,68 +294,11 @@ export_plugin! {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use abi_stable::sabi_trait::TD_Opaque;
-    use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RStr, RString};
-    use murmur_plugin_api::ffi::{
-        ErrorCode, FfiContext, FfiError, FfiHostServices, FfiHostServices_TO, FfiMessage,
-    };
+    use murmur_plugin_api::testing::{MockHost, Run};
     use murmur_plugin_api::ErrorKind;
     use serde_json::json;
 
     use super::*;
-
-    /// Host services for tests: records log lines, keeps state, answers `complete` with a
-    /// fixed JSON text (or fails when there is none) and records the requests.
-    #[derive(Default)]
-    struct MockHost {
-        logs: Mutex<Vec<String>>,
-        state: Mutex<HashMap<String, String>>,
-        answer: Option<String>,
-        requests: Mutex<Vec<serde_json::Value>>,
-    }
-
-    impl FfiHostServices for MockHost {
-        fn log(&self, _level: u8, message: RStr<'_>) {
-            self.logs
-                .lock()
-                .expect("log lock")
-                .push(message.as_str().to_string());
-        }
-        fn state_get(&self, key: RStr<'_>) -> ROption<RString> {
-            match self.state.lock().expect("state lock").get(key.as_str()) {
-                Some(v) => RSome(v.as_str().into()),
-                None => RNone,
-            }
-        }
-        fn state_put(&self, key: RStr<'_>, value: ROption<RStr<'_>>) {
-            let mut state = self.state.lock().expect("state lock");
-            match value {
-                RSome(v) => state.insert(key.as_str().to_string(), v.as_str().to_string()),
-                RNone => state.remove(key.as_str()),
-            };
-        }
-        fn cancelled(&self) -> bool {
-            false
-        }
-        fn call(&self, service: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, FfiError> {
-            let request: serde_json::Value =
-                serde_json::from_str(request_json.as_str()).expect("requests are JSON");
-            self.requests.lock().expect("requests lock").push(request);
-            match (service.as_str(), &self.answer) {
-                ("complete", Some(answer)) => ROk(answer.as_str().into()),
-                _ => RErr(FfiError {
-                    code: ErrorCode::Unsupported as u32,
-                    message: "no model here".into(),
-                }),
-            }
-        }
-        fn capabilities(&self) -> RString {
-            r#"["log","state","complete"]"#.into()
-        }
-    }
 
     struct Turn<'a> {
         hook: Hook,
@@ -364,38 +307,16 @@ mod tests {
         passages: &'a [&'a str],
     }
 
+    /// One run on the user's message, the passages rag injected after it and the reply.
     fn run(analyzer: &Moderation, mock: &MockHost, turn: &Turn<'_>) -> Vec<Injection> {
-        let mut messages = vec![FfiMessage {
-            role: Role::User.code(),
-            origin: Origin::User.code(),
-            content: turn.user.into(),
-            name: "".into(),
-            tool_calls_json: "".into(),
-        }];
+        let mut run = Run::new(turn.hook).session("s1").user(turn.user);
         for p in turn.passages {
-            messages.push(FfiMessage {
-                role: Role::User.code(),
-                origin: Origin::Injection.code(),
-                content: (*p).into(),
-                name: "rag".into(),
-                tool_calls_json: "".into(),
-            });
+            run = run.injection(Role::User, "rag", p);
         }
-        let raw = FfiContext {
-            session_id: "s1".into(),
-            turn: 1,
-            step: 0,
-            hook: turn.hook.code(),
-            messages: messages.as_slice().into(),
-            latest_user: turn.user.into(),
-            latest_reply: turn.reply.into(),
-            config_json: "{}".into(),
-            deadline_unix_ms: u64::MAX / 2,
-            extensions_json: "{}".into(),
-        };
-        let ctx = Context::from_ffi(&raw);
-        let host = Host::from_ffi(FfiHostServices_TO::from_ptr(mock, TD_Opaque));
-        analyzer.analyze(&ctx, &host).expect("analyze succeeds")
+        if !turn.reply.is_empty() {
+            run = run.assistant(turn.reply);
+        }
+        run.analyze(analyzer, mock).expect("analyze succeeds")
     }
 
     fn analyzer(config: serde_json::Value) -> Moderation {
@@ -413,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_user_message_with_pii_gives_one_redacted_instructions_note() {
-        let mock = MockHost::default();
+        let mock = MockHost::new();
         let out = run(
             &analyzer(json!({})),
             &mock,
@@ -442,20 +363,13 @@ mod tests {
             details["findings"][0],
             json!({"label": "card", "category": "pii", "where": "user", "redacted": "**** **** **** 1111"})
         );
-        let everything = format!(
-            "{} {} {:?}",
-            i.content,
-            details,
-            mock.logs.lock().expect("logs")
-        );
+        let everything = format!("{} {} {:?}", i.content, details, mock.logs());
         assert!(!everything.contains("4111 1111 1111 1111"));
         assert!(!everything.contains("jane.doe"));
         assert!(mock
-            .logs
-            .lock()
-            .expect("logs")
+            .logs()
             .iter()
-            .any(|l| l.contains("card (**** **** **** 1111) in user")));
+            .any(|(_, l)| l.contains("card (**** **** **** 1111) in user")));
     }
 
     #[test]
@@ -464,14 +378,15 @@ mod tests {
         let aws = "AKIAJ5Q7R4XN2M3ZLBKQ";
         let secret = "h7Gq2LpX9vRt4KzWm3Nc8Bd5";
         let user = format!("token {token}, key {aws}, DB_PASSWORD={secret}");
-        let mock = MockHost::default();
+        let mock = MockHost::new();
         let out = run(&analyzer(json!({})), &mock, &start(&user));
         assert_eq!(out.len(), 1);
         let i = &out[0];
         assert!(i.content.contains("revoke"), "{}", i.content);
         assert!(i.content.contains("ghp_…"), "{}", i.content);
         let details = i.details.as_ref().expect("details").to_string();
-        let logs = mock.logs.lock().expect("logs").join("\n");
+        let logs: Vec<String> = mock.logs().into_iter().map(|(_, l)| l).collect();
+        let logs = logs.join("\n");
         for raw in [token, aws, secret] {
             let tail = &raw[4..];
             for place in [&i.content, &details, &logs] {
@@ -486,7 +401,7 @@ mod tests {
 
     #[test]
     fn turn_complete_scans_the_reply_only_for_pii_and_secrets() {
-        let mock = MockHost::default();
+        let mock = MockHost::new();
         let a = analyzer(json!({}));
         let out = run(
             &a,
@@ -510,19 +425,19 @@ mod tests {
 
     #[test]
     fn clean_messages_give_no_injection() {
-        let mock = MockHost::default();
+        let mock = MockHost::new();
         let out = run(
             &analyzer(json!({})),
             &mock,
             &start("Can you recommend a restaurant near the station for 7 pm?"),
         );
         assert!(out.is_empty());
-        assert!(mock.logs.lock().expect("logs").is_empty());
+        assert!(mock.logs().is_empty());
     }
 
     #[test]
     fn retrieved_passages_are_scanned_once_per_session_for_injection() {
-        let mock = MockHost::default();
+        let mock = MockHost::new();
         let a = analyzer(json!({}));
         let passages = [
             "Fares: children under 5 travel free.",
@@ -547,14 +462,9 @@ mod tests {
         ));
         // The note does not repeat the injected text.
         assert!(!out[0].content.contains("password"));
-        let remembered: Vec<String> = serde_json::from_str(
-            mock.state
-                .lock()
-                .expect("state")
-                .get(STATE_KEY)
-                .expect("state written"),
-        )
-        .expect("state is a JSON list");
+        let remembered: Vec<String> =
+            serde_json::from_str(&mock.state(STATE_KEY).expect("state written"))
+                .expect("state is a JSON list");
         assert_eq!(remembered.len(), 2);
         // The same passages on the next hook: nothing new to report.
         let again = run(
@@ -570,12 +480,9 @@ mod tests {
 
     #[test]
     fn the_classifier_is_asked_about_unflagged_messages_only() {
-        let mock = MockHost {
-            answer: Some(
-                r#"{"text": "", "json": {"flagged": true, "category": "Harassment"}}"#.into(),
-            ),
-            ..MockHost::default()
-        };
+        // One verdict for the one message the rules do not flag.
+        let mock =
+            MockHost::new().complete_json(json!({"flagged": true, "category": "Harassment"}));
         let a = analyzer(json!({"classifier_model": "judge", "classifier_max_chars": 20}));
         let out = run(
             &a,
@@ -591,7 +498,8 @@ mod tests {
             .content
             .contains("flagged the user's message as harassment"));
         {
-            let requests = mock.requests.lock().expect("requests");
+            let calls = mock.calls();
+            let requests: Vec<&serde_json::Value> = calls.iter().map(|c| &c.request).collect();
             assert_eq!(requests.len(), 1);
             assert_eq!(requests[0]["model"], json!("judge"));
             assert_eq!(
@@ -605,19 +513,19 @@ mod tests {
         }
         // A message the rules flag is not sent to the model.
         run(&a, &mock, &start("my number is +44 20 7946 0958"));
-        assert_eq!(mock.requests.lock().expect("requests").len(), 1);
+        assert_eq!(mock.calls().len(), 1);
     }
 
     #[test]
     fn a_failing_classifier_is_logged_and_ignored() {
-        let mock = MockHost::default();
+        let mock = MockHost::new();
         let a = analyzer(json!({"classifier_model": "judge"}));
         let out = run(&a, &mock, &start("hello there"));
         assert!(out.is_empty());
-        let logs = mock.logs.lock().expect("logs");
+        let logs = mock.logs();
         assert!(
             logs.iter()
-                .any(|l| l.contains("classifier model `judge` gave no verdict")),
+                .any(|(_, l)| l.contains("classifier model `judge` gave no verdict")),
             "{logs:?}"
         );
     }
@@ -655,7 +563,7 @@ mod tests {
                 "user@example{i}.com and again user@example{i}.com; "
             ));
         }
-        let mock = MockHost::default();
+        let mock = MockHost::new();
         let out = run(&analyzer(json!({})), &mock, &start(&user));
         let findings = out[0].details.as_ref().expect("details")["findings"]
             .as_array()
