@@ -12,6 +12,18 @@ use crate::{
 };
 
 /// One model message, borrowed for the duration of a run.
+///
+/// ```
+/// use murmur_plugin_api::{Context, Message, Origin, Role};
+///
+/// /// The passages rag injected so far, with the analyzer that injected each.
+/// fn passages<'a>(ctx: &Context<'a>) -> Vec<(&'a str, &'a str)> {
+///     ctx.messages()
+///         .filter(|m: &Message<'a>| m.origin == Origin::Injection && m.role == Role::User)
+///         .map(|m| (m.name, m.content))
+///         .collect()
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message<'a> {
     /// Its role.
@@ -36,6 +48,29 @@ impl<'a> Message<'a> {
 }
 
 /// The per-run context of an analyzer (SPEC S27).
+///
+/// ```
+/// use murmur_plugin_api::{Analyzer, Config, Context, Hook, Host, Injection, Origin, Result};
+///
+/// /// Counts the passages other analyzers put into the conversation.
+/// struct PassageCount;
+///
+/// impl Analyzer for PassageCount {
+///     const NAME: &'static str = "passage-count";
+///     const HOOKS: &'static [Hook] = &[Hook::TurnComplete];
+///     fn new(_config: Config) -> Result<Self> {
+///         Ok(PassageCount)
+///     }
+///     fn analyze(&self, ctx: &Context<'_>, _host: &Host<'_>) -> Result<Vec<Injection>> {
+///         let passages = ctx.messages().filter(|m| m.origin == Origin::Injection).count();
+///         if passages > 10 && ctx.remaining().as_millis() > 0 {
+///             let note = format!("Turn {}: {passages} passages so far; prefer the latest.", ctx.turn());
+///             return Ok(vec![Injection::instructions(note).with_key("passages")]);
+///         }
+///         Ok(vec![])
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     raw: &'a FfiContext<'a>,
@@ -113,6 +148,15 @@ fn non_empty(s: RStr<'_>) -> Option<&str> {
 }
 
 /// Log levels for [`Host::log`].
+///
+/// ```
+/// use murmur_plugin_api::{Host, Level};
+///
+/// fn report(host: &Host<'_>, skipped: usize) {
+///     // Shown with the analyzer's name and session; `MURMUR_LOG=debug` shows `Debug`.
+///     host.log(Level::Debug, &format!("skipped {skipped} short messages"));
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     /// Something failed.
@@ -127,6 +171,47 @@ pub enum Level {
     Trace,
 }
 
+/// ```
+/// use murmur_plugin_api::{
+///     Analyzer, ChatMessage, CompletionRequest, Config, Context, Error, ErrorKind, Hook, Host,
+///     Injection, Level, Result,
+/// };
+///
+/// /// Asks a small model whether the reply was rude; remembers how often it was.
+/// struct Politeness;
+///
+/// impl Analyzer for Politeness {
+///     const NAME: &'static str = "politeness";
+///     const HOOKS: &'static [Hook] = &[Hook::TurnComplete];
+///     fn new(_config: Config) -> Result<Self> {
+///         Ok(Politeness)
+///     }
+///     fn analyze(&self, ctx: &Context<'_>, host: &Host<'_>) -> Result<Vec<Injection>> {
+///         let Some(reply) = ctx.latest_reply() else { return Ok(vec![]) };
+///         if host.cancelled() {
+///             return Err(Error::cancelled());
+///         }
+///         let request = CompletionRequest {
+///             messages: vec![ChatMessage::user(format!("Is this rude? Answer yes or no.\n{reply}"))],
+///             max_tokens: Some(3),
+///             ..CompletionRequest::default()
+///         };
+///         let answer = match host.complete(&request) {
+///             Ok(a) => a,
+///             // A host without `complete`: nothing to do here.
+///             Err(e) if e.kind() == ErrorKind::Unsupported => return Ok(vec![]),
+///             Err(e) => return Err(e),
+///         };
+///         if !answer.text.trim().to_lowercase().starts_with("yes") {
+///             return Ok(vec![]);
+///         }
+///         let times = host.state_get("rude").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) + 1;
+///         host.state_put("rude", &times.to_string());
+///         host.log(Level::Info, &format!("rude reply number {times}"));
+///         Ok(vec![Injection::instructions("Stay polite.").with_key("politeness")])
+///     }
+/// }
+/// ```
 /// Services the host offers during a call. All calls block the calling plugin thread.
 pub struct Host<'a> {
     raw: FfiHostRef<'a>,

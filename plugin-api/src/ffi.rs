@@ -82,6 +82,13 @@ pub struct FfiError {
 
 /// Error codes carried by [`FfiError::code`]. New codes may appear; readers map unknown
 /// ones to [`ErrorCode::Failed`].
+///
+/// ```
+/// use murmur_plugin_api::ffi::ErrorCode;
+///
+/// assert_eq!(ErrorCode::from_u32(ErrorCode::Cancelled as u32), ErrorCode::Cancelled);
+/// assert_eq!(ErrorCode::from_u32(99), ErrorCode::Failed);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ErrorCode {
@@ -115,6 +122,14 @@ impl ErrorCode {
 
 /// A point in time as [`FfiContext::deadline_unix_ms`] carries it: milliseconds since the Unix
 /// epoch (0 before it, `u64::MAX` past the representable range).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use murmur_plugin_api::ffi::unix_ms;
+///
+/// assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(1_500)), 1_500);
+/// assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
+/// ```
 pub fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

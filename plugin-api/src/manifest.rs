@@ -25,6 +25,25 @@ pub mod capability {
 }
 
 /// What a plugin library exports.
+///
+/// `export_plugin!` builds it from the exported types; the host reads it as JSON and
+/// `murmur plugins check` prints it.
+///
+/// ```
+/// use murmur_plugin_api::{capability, Hook, Manifest};
+///
+/// let m: Manifest = serde_json::from_value(serde_json::json!({
+///     "api_version": "0.1.0",
+///     "name": "shouting",
+///     "version": "0.1.0",
+///     "requires": [capability::COMPLETE],
+///     "analyzers": [{ "name": "shouting", "hooks": ["turn_complete"] }]
+/// }))
+/// .expect("a manifest");
+/// assert_eq!(m.analyzers[0].hooks, [Hook::TurnComplete]);
+/// assert!(m.tools.is_empty());
+/// assert_eq!(m.requires, ["complete"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The `murmur-plugin-api` version the plugin was built with.

@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::Role;
 
 /// One message of a completion request.
+///
+/// ```
+/// use murmur_plugin_api::{ChatMessage, Role};
+///
+/// let turn = [ChatMessage::user("Hi"), ChatMessage::assistant("Hello!")];
+/// assert_eq!(turn[1].role, Role::Assistant);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
@@ -34,6 +41,26 @@ impl ChatMessage {
 }
 
 /// A request to the `complete` service: call a model the config names.
+///
+/// ```
+/// use murmur_plugin_api::{ChatMessage, CompletionRequest};
+///
+/// // Structured output: the answer's `json` is guaranteed to validate against the schema.
+/// let request = CompletionRequest {
+///     system: Some("Say whether the message is rude.".into()),
+///     messages: vec![ChatMessage::user("you are useless")],
+///     model: Some("judge".into()),
+///     max_tokens: Some(32),
+///     json_schema: Some(serde_json::json!({
+///         "type": "object",
+///         "properties": { "rude": { "type": "boolean" } },
+///         "required": ["rude"]
+///     })),
+///     ..CompletionRequest::default()
+/// };
+/// // In `analyze`: `let answer = host.complete(&request)?;` then read `answer.json`.
+/// assert_eq!(request.messages.len(), 1);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompletionRequest {
     /// System text.
@@ -66,6 +93,19 @@ pub struct TokenUsage {
 }
 
 /// The answer of the `complete` service.
+///
+/// ```
+/// use murmur_plugin_api::{Completion, TokenUsage};
+///
+/// let answer: Completion = serde_json::from_value(serde_json::json!({
+///     "text": "{\"rude\": false}",
+///     "json": { "rude": false },
+///     "usage": { "prompt_tokens": 31, "completion_tokens": 5 }
+/// }))
+/// .expect("an answer");
+/// assert_eq!(answer.json.as_ref().and_then(|j| j["rude"].as_bool()), Some(false));
+/// assert_eq!(answer.usage, TokenUsage { prompt_tokens: 31, completion_tokens: 5 });
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     /// The generated text.
@@ -80,6 +120,15 @@ pub struct Completion {
 
 /// A request to the `search` service: full-text (BM25) search over the knowledge base the
 /// config's `[knowledge]` table names.
+///
+/// [`crate::Host::search`] sends it; it is public for hosts and for tests.
+///
+/// ```
+/// use murmur_plugin_api::SearchRequest;
+///
+/// let r = SearchRequest { query: "ticket prices".into(), k: 3 };
+/// assert_eq!(serde_json::to_value(&r).expect("JSON")["k"], 3);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchRequest {
     /// Free text; words are matched after lowercasing and stemming, operators are not
@@ -90,6 +139,20 @@ pub struct SearchRequest {
 }
 
 /// One passage the `search` service found.
+///
+/// ```
+/// use murmur_plugin_api::SearchHit;
+///
+/// let hit = SearchHit {
+///     id: "handbook.md#3".into(),
+///     source: "handbook.md".into(),
+///     heading: "Tickets > Singles".into(),
+///     text: "A single ticket costs 4.20.".into(),
+///     score: 7.1,
+///     similarity: None,
+/// };
+/// assert_eq!(hit.citation(), "handbook.md > Tickets > Singles");
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchHit {
     /// Stable id of the passage: `source#n`, unique in the index.

@@ -2,7 +2,8 @@
 
 use crate::{Config, Context, Hook, Host, Injection, Result};
 
-/// A background analyzer.
+/// A background analyzer. The crate documentation has a complete one, with its
+/// `export_plugin!` line; `murmur new-analyzer NAME` makes a crate from a template.
 ///
 /// The host creates one instance per `[[analyzer]]` table with [`Analyzer::new`] and calls
 /// [`Analyzer::analyze`] on a blocking thread for every hook it subscribes to. Calls for
@@ -26,6 +27,40 @@ pub trait Analyzer: Send + Sync + Sized + 'static {
 }
 
 /// A tool the chat model can call.
+///
+/// ```
+/// use murmur_plugin_api::{export_plugin, Config, Error, Host, Result, Tool};
+///
+/// /// Adds two numbers.
+/// struct Add;
+///
+/// impl Tool for Add {
+///     const NAME: &'static str = "add";
+///     const DESCRIPTION: &'static str = "Adds two numbers a and b.";
+///     fn parameters() -> serde_json::Value {
+///         serde_json::json!({
+///             "type": "object",
+///             "properties": { "a": { "type": "number" }, "b": { "type": "number" } },
+///             "required": ["a", "b"]
+///         })
+///     }
+///     fn new(_config: Config) -> Result<Self> {
+///         Ok(Add)
+///     }
+///     fn call(&self, args: serde_json::Value, _host: &Host<'_>) -> Result<String> {
+///         let n = |k: &str| args[k].as_f64().ok_or_else(|| Error::msg(format!("`{k}` is not a number")));
+///         Ok((n("a")? + n("b")?).to_string())
+///     }
+/// }
+///
+/// export_plugin! {
+///     name: "calculator",
+///     version: "0.1.0",
+///     analyzers: [],
+///     tools: [Add],
+/// }
+/// # fn main() {}
+/// ```
 pub trait Tool: Send + Sync + Sized + 'static {
     /// Export name, used as `plugin = "..."` in `[[tool]]` tables.
     const NAME: &'static str;

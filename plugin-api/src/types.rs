@@ -5,6 +5,15 @@ use std::fmt;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// A point in a conversation an analyzer can react to (SPEC S20).
+///
+/// ```
+/// use murmur_plugin_api::Hook;
+///
+/// assert_eq!(Hook::parse("turn_complete"), Some(Hook::TurnComplete));
+/// assert_eq!(Hook::TurnStart.as_str(), "turn_start");
+/// assert_eq!(Hook::from_code(Hook::Step.code()), Some(Hook::Step));
+/// assert_eq!(Hook::parse("turn_end"), None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
@@ -70,6 +79,13 @@ impl fmt::Display for Hook {
 }
 
 /// The role of a message.
+///
+/// ```
+/// use murmur_plugin_api::Role;
+///
+/// assert_eq!(Role::System.as_str(), "system");
+/// assert_eq!(Role::from_code(Role::User.code()), Some(Role::User));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -119,6 +135,13 @@ impl fmt::Display for Role {
 }
 
 /// Where a message in the model context came from.
+///
+/// ```
+/// use murmur_plugin_api::Origin;
+///
+/// assert_eq!(Origin::Injection.as_str(), "injection");
+/// assert_eq!(Origin::from_code(Origin::Tool.code()), Some(Origin::Tool));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
@@ -176,6 +199,19 @@ impl Origin {
 /// The role picks the lane: [`Role::System`] goes to the instructions lane (appended to the
 /// system prompt of the next turn, once), [`Role::User`] and [`Role::Assistant`] go to the
 /// context lane (appended to the model messages and kept). [`Role::Tool`] is refused.
+///
+/// ```
+/// use murmur_plugin_api::{Injection, Role};
+///
+/// let note = Injection::instructions("Answer the user's question first.")
+///     .with_key("unanswered")
+///     .with_details(serde_json::json!({ "words": ["everest"] }));
+/// assert_eq!(note.role, Role::System);
+/// assert_eq!(note.key.as_deref(), Some("unanswered"));
+///
+/// let passage = Injection::context("[handbook.md > Tickets] A single costs 4.20.");
+/// assert_eq!(passage.role, Role::User);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
     /// The role, which decides the lane.
@@ -238,6 +274,16 @@ pub enum ErrorKind {
 }
 
 /// The error type of analyzers, tools and host services.
+///
+/// ```
+/// use murmur_plugin_api::{Error, ErrorKind};
+///
+/// let e = Error::config("`min_word_len` must be at least 1");
+/// assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+/// assert_eq!(e.to_string(), "`min_word_len` must be at least 1");
+/// assert_eq!(Error::cancelled().kind(), ErrorKind::Cancelled);
+/// assert_eq!(Error::msg("index offline").kind(), ErrorKind::Failed);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
@@ -291,6 +337,31 @@ impl std::error::Error for Error {}
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An analyzer's or tool's own configuration: its `[analyzer.config]` table, as JSON.
+///
+/// ```
+/// use murmur_plugin_api::{Config, ErrorKind};
+///
+/// #[derive(Debug, serde::Deserialize)]
+/// #[serde(default, deny_unknown_fields)]
+/// struct Settings {
+///     min_word_len: usize,
+/// }
+/// impl Default for Settings {
+///     fn default() -> Self {
+///         Settings { min_word_len: 4 }
+///     }
+/// }
+///
+/// // A missing table is an empty one: every field takes its default.
+/// let s: Settings = Config::new(serde_json::Value::Null).parse().expect("defaults");
+/// assert_eq!(s.min_word_len, 4);
+/// let s: Settings = Config::new(serde_json::json!({ "min_word_len": 3 })).parse().expect("set");
+/// assert_eq!(s.min_word_len, 3);
+/// // A typo is an error that names the key.
+/// let e = Config::new(serde_json::json!({ "min_len": 3 })).parse::<Settings>().expect_err("typo");
+/// assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+/// assert!(e.message().contains("min_len"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config(serde_json::Value);
 
