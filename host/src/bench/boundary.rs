@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::anyhow;
 use murmur_plugin_api::ffi::FfiAnalyzerBox;
 use murmur_plugin_api::{Hook, Injection, Role};
 
@@ -285,10 +285,7 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
         );
     }
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let tokio = super::tokio_runtime()?;
     let run_us = tokio.block_on(async {
         let mut per_batch = Vec::with_capacity(batches);
         for _ in 0..batches {

@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use super::{median, percentile, Host, Options, Scenario};
 use crate::events::{Observer, Stats, TurnOutcome};
@@ -55,10 +55,7 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
     let analyzers = super::turns::four_analyzers("\"turn_start\", \"turn_complete\"", 50);
     let mut with = Host::new(library, &analyzers, replies, &reply, Some("20ms"))?;
     let mut without = Host::new(library, "", replies, &reply, Some("20ms"))?;
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let tokio = super::tokio_runtime()?;
     let chunks = [Arc::new(Chunks::default()), Arc::new(Chunks::default())];
     let stats = Arc::new(Stats::default());
     let result = tokio.block_on(async {

@@ -324,6 +324,14 @@ impl Host {
     }
 }
 
+/// A multi-thread tokio runtime, as `murmur run` and `murmur serve` use (one worker per core).
+pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// CPU time of the whole process, every thread included (`CLOCK_PROCESS_CPUTIME_ID`, in
 /// nanoseconds).
 pub fn cpu_time() -> Duration {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use super::{Host, Options, Scenario};
 use crate::events::{Observer, Stats, TurnOutcome};
@@ -42,10 +42,7 @@ pub fn run(options: &Options, library: &std::path::Path) -> anyhow::Result<()> {
     // One reply for the warm-up session and one for each session's turn.
     let mut host = Host::new(library, &analyzers, n + 1, &super::reply_text(50), None)?;
     let stats = Arc::new(Stats::default());
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let tokio = super::tokio_runtime()?;
     let observers: Vec<Arc<dyn Observer>> = vec![stats.clone()];
     let result = tokio.block_on(async {
         let runtime = host.runtime(observers)?;

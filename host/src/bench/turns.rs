@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use super::{median, percentile, Host, Options, Scenario};
 use crate::events::{Observer, Stats, TurnOutcome};
@@ -85,10 +85,7 @@ pub fn session(library: &std::path::Path, analyzers: &str, turns: u64) -> anyhow
     let replies = usize::try_from(turns)?;
     let mut host = Host::new(library, analyzers, replies, &super::reply_text(50), None)?;
     let stats = Arc::new(Stats::default());
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let tokio = super::tokio_runtime()?;
     let observers: Vec<Arc<dyn Observer>> = vec![stats.clone()];
     let result = tokio.block_on(async {
         let runtime = host.runtime(observers)?;
