@@ -182,15 +182,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The JSON lines of a record; a line cut short by the kill is skipped.
-fn jsonl(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// What the host was doing when it was killed, from its event log: a model call in
 /// flight, analyzer runs in flight, or neither.
 fn moment(events: &[Value]) -> &'static str {

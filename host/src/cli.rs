@@ -425,6 +425,30 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The session store the config names, if any. A PostgreSQL store needs its URL in the
+/// environment variable the config names; the database itself may be down (see
+/// [`crate::store::postgres`]).
+fn open_store(config: &crate::config::Config) -> anyhow::Result<Option<Arc<crate::store::Store>>> {
+    use crate::config::StoreSettings;
+    Ok(match &config.store {
+        StoreSettings::Memory => None,
+        StoreSettings::Sqlite { path } => Some(Arc::new(crate::store::Store::sqlite(path)?)),
+        StoreSettings::Postgres(pg) => {
+            let url = match std::env::var(&pg.url_env) {
+                Ok(u) if !u.trim().is_empty() => u,
+                _ => anyhow::bail!(
+                    "{}: [store] url_env names `{}`, which is not set or empty; set it to the database URL, e.g. postgres://murmur:secret@db.internal:5432/murmur",
+                    config.file.display(),
+                    pg.url_env
+                ),
+            };
+            Some(Arc::new(crate::store::Store::Postgres(
+                crate::store::PgStore::open(url.trim(), pg.clone())?,
+            )))
+        }
+    })
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     use crate::server::{self, hub::EventHub, metrics::Metrics};
     let config = load_config(&args.config)?;
@@ -442,12 +466,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
         },
     };
-    let store = match &config.store {
-        crate::config::StoreSettings::Memory => None,
-        crate::config::StoreSettings::Sqlite { path } => {
-            Some(Arc::new(crate::store::Store::open(path)?))
-        }
-    };
     let mut prepared = Prepared::load(&config)?;
     let catalog = std::mem::take(&mut prepared.catalog);
     let records = args.records.observers(&config)?;
@@ -456,6 +474,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     tokio.block_on(async {
+        let store = open_store(&config)?;
         let hub = Arc::new(EventHub::default());
         let metrics = Arc::new(Metrics::default());
         let mut observers: Vec<Arc<dyn Observer>> =
@@ -466,11 +485,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _watch = crate::plugins::reload::watch(reloader).map_err(|e| anyhow::anyhow!(e))?;
         let app = server::App::new(runtime, hub, metrics, settings.clone(), token.clone());
         let resumed = app.resume()?;
-        if let Some(store) = app.store() {
-            eprintln!(
-                "murmur: sessions are kept in {}; {resumed} resumed",
-                store.path().display()
-            );
+        match app.store().map(|s| (s.place(), s.shared())) {
+            Some((place, None)) => {
+                eprintln!("murmur: sessions are kept in {place}; {resumed} resumed")
+            }
+            Some((place, Some(pg))) => {
+                match pg.ping().await {
+                    Ok(()) => eprintln!("murmur: sessions are kept in {place}, shared with other hosts; this host is {}", pg.host()),
+                    Err(e) => eprintln!("murmur: sessions are kept in {place}, which is unreachable for now ({e}); requests are answered 503 until it is back"),
+                }
+            }
+            None => {}
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

@@ -231,6 +231,14 @@ pub enum EventKind {
     },
     /// The session closed.
     SessionClosed { turns: u64 },
+    /// This host took the session over from a host whose lease expired (a failover; with a
+    /// shared PostgreSQL store).
+    SessionTakenOver {
+        /// The host that held it.
+        from_host: String,
+        /// The new lease's epoch.
+        epoch: i64,
+    },
 }
 
 /// Receives what sessions do. Implementations must be quick: they run on the session's task.
@@ -433,6 +441,12 @@ impl Observer for TracingLog {
                 queued,
                 interrupted,
                 "session resumed"
+            ),
+            EventKind::SessionTakenOver { from_host, epoch } => tracing::warn!(
+                session = s,
+                from_host,
+                epoch,
+                "session taken over from a host whose lease expired"
             ),
             _ => tracing::trace!(session = s, event = ?e.kind),
         }

@@ -244,6 +244,12 @@ impl Runtime {
         )))
     }
 
+    /// A session another host stored, served here from its next turn on (with a shared
+    /// store): its actor loads it when it first leases it.
+    pub fn attach_session(&self, id: &str) -> Session {
+        Session::attach(self.shared.clone(), id.into())
+    }
+
     /// The names of the host's tools (`[[tool]]` tables).
     pub fn tool_names(&self) -> impl Iterator<Item = &str> {
         self.shared.tools.iter().map(|t| t.spec.name.as_str())

@@ -102,13 +102,13 @@ mod tests {
         let (a, s1): (Arc<str>, Arc<str>) = ("a".into(), "s1".into());
         {
             let s = StateStore::default();
-            s.attach(Arc::new(Store::open(&path).expect("open")));
+            s.attach(Arc::new(Store::sqlite(&path).expect("open")));
             s.put(&a, &s1, "k", Some("kept".into()));
             s.put(&a, &s1, "gone", Some("x".into()));
             s.put(&a, &s1, "gone", None);
         }
         let s = StateStore::default();
-        s.attach(Arc::new(Store::open(&path).expect("reopen")));
+        s.attach(Arc::new(Store::sqlite(&path).expect("reopen")));
         assert_eq!(s.get(&a, &s1, "k").as_deref(), Some("kept"));
         assert_eq!(s.get(&a, &s1, "gone"), None);
     }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod openai_server;
+pub mod postgres;
 
 /// A `murmur` process that runs longer than this is killed and its test fails. It catches
 /// hangs, not slowness: runs on the local model share two cores with other tests.
@@ -284,6 +285,15 @@ pub fn num(v: &Value, key: &str) -> u64 {
     v.get(key)
         .and_then(Value::as_u64)
         .unwrap_or_else(|| panic!("no number `{key}` in {v}"))
+}
+
+/// The JSON lines of a record (events, model inputs); a line cut short by a kill is skipped.
+pub fn jsonl(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// The `messages` array of a recorded model input.

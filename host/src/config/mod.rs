@@ -110,6 +110,8 @@ pub enum StoreSettings {
         /// The database file.
         path: PathBuf,
     },
+    /// A PostgreSQL database that several hosts share.
+    Postgres(crate::store::postgres::PgSettings),
 }
 
 /// `[server]`: how `murmur serve` listens and what it accepts.
@@ -569,38 +571,111 @@ impl Resolver<'_> {
     }
 
     fn store(&mut self, raw: Option<&RawStore>) -> StoreSettings {
-        let path = raw
-            .and_then(|r| r.path.as_ref())
-            .map(|p| {
-                if p.get_ref().trim().is_empty() {
-                    self.error(Some(p.span()), "store.path", "must name a file");
-                }
-                self.path(p.get_ref())
-            })
-            .unwrap_or_else(|| self.path(".murmur/sessions.db"));
-        match raw.and_then(|r| r.kind.as_ref()) {
-            None => StoreSettings::Sqlite { path },
-            Some(kind) => match kind.get_ref().as_str() {
-                "sqlite" => StoreSettings::Sqlite { path },
-                "memory" => {
-                    if let Some(p) = raw.and_then(|r| r.path.as_ref()) {
+        let kind = raw
+            .and_then(|r| r.kind.as_ref())
+            .map(|k| (k.get_ref().as_str(), k.span()));
+        let kind_name = kind.as_ref().map_or("sqlite", |(k, _)| k);
+        // Keys that belong to another kind of store.
+        if let Some(raw) = raw {
+            let postgres_keys = [
+                ("url_env", raw.url_env.as_ref().map(|v| v.span())),
+                ("lease_ttl", raw.lease_ttl.as_ref().map(|v| v.span())),
+                ("lease_wait", raw.lease_wait.as_ref().map(|v| v.span())),
+                ("pool_size", raw.pool_size.as_ref().map(|v| v.span())),
+            ];
+            if kind_name != "postgres" {
+                for (key, span) in postgres_keys {
+                    if let Some(span) = span {
                         self.error(
-                            Some(p.span()),
-                            "store.path",
-                            "a memory store has no file; remove `path` or use kind = \"sqlite\"",
+                            Some(span),
+                            format!("store.{key}"),
+                            format!("only a PostgreSQL store has `{key}`; add kind = \"postgres\" or remove it"),
                         );
                     }
-                    StoreSettings::Memory
                 }
-                other => {
+            }
+            if let Some(p) = raw.path.as_ref().filter(|_| kind_name != "sqlite") {
+                self.error(
+                    Some(p.span()),
+                    "store.path",
+                    format!(
+                        "a {kind_name} store has no file; remove `path` or use kind = \"sqlite\""
+                    ),
+                );
+            }
+        }
+        match kind {
+            None | Some(("sqlite", _)) => {
+                let path = raw
+                    .and_then(|r| r.path.as_ref())
+                    .map(|p| {
+                        if p.get_ref().trim().is_empty() {
+                            self.error(Some(p.span()), "store.path", "must name a file");
+                        }
+                        self.path(p.get_ref())
+                    })
+                    .unwrap_or_else(|| self.path(".murmur/sessions.db"));
+                StoreSettings::Sqlite { path }
+            }
+            Some(("memory", _)) => StoreSettings::Memory,
+            Some(("postgres", _)) => {
+                let d = crate::store::postgres::PgSettings::default();
+                let Some(raw) = raw else {
+                    return StoreSettings::Postgres(d);
+                };
+                let url_env = match &raw.url_env {
+                    None => d.url_env.clone(),
+                    Some(v) => {
+                        let name = v.get_ref().trim();
+                        if name.is_empty() || name.contains('=') || name.contains("://") {
+                            self.error(
+                                Some(v.span()),
+                                "store.url_env",
+                                "must name the environment variable that holds the database URL, e.g. \"MURMUR_DATABASE_URL\"",
+                            );
+                        }
+                        name.to_string()
+                    }
+                };
+                let lease_ttl =
+                    self.duration(raw.lease_ttl.as_ref(), "store.lease_ttl", d.lease_ttl);
+                if let Some(v) = raw
+                    .lease_ttl
+                    .as_ref()
+                    .filter(|_| lease_ttl < Duration::from_secs(1))
+                {
                     self.error(
-                        Some(kind.span()),
-                        "store.kind",
-                        format!("unknown store `{other}`; expected \"sqlite\" or \"memory\""),
+                        Some(v.span()),
+                        "store.lease_ttl",
+                        "must be at least 1s: the lease is renewed every third of it",
                     );
-                    StoreSettings::Memory
                 }
-            },
+                StoreSettings::Postgres(crate::store::postgres::PgSettings {
+                    url_env,
+                    lease_ttl,
+                    lease_wait: self.duration(
+                        raw.lease_wait.as_ref(),
+                        "store.lease_wait",
+                        d.lease_wait,
+                    ),
+                    pool_size: self.positive(
+                        raw.pool_size.as_ref(),
+                        "store.pool_size",
+                        1,
+                        d.pool_size as u32,
+                    ) as usize,
+                })
+            }
+            Some((other, span)) => {
+                self.error(
+                    Some(span),
+                    "store.kind",
+                    format!(
+                        "unknown store `{other}`; expected \"sqlite\", \"postgres\" or \"memory\""
+                    ),
+                );
+                StoreSettings::Memory
+            }
         }
     }
 

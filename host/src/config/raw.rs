@@ -45,6 +45,10 @@ pub struct RawConfig {
 pub struct RawStore {
     pub kind: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
+    pub url_env: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<String>>,
+    pub lease_wait: Option<Spanned<String>>,
+    pub pool_size: Option<Spanned<i64>>,
 }
 
 /// `[server]`.

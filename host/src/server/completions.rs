@@ -469,7 +469,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// The session a request continues, and whether it was derived from the conversation.
-fn session_for(
+async fn session_for(
     app: &App,
     headers: &HeaderMap,
     history: &[Msg],
@@ -484,17 +484,32 @@ fn session_for(
                     "the {SESSION_HEADER} header must be 1 to 64 letters, digits, `-` or `_`"
                 ))
             })?;
-        if let Ok(session) = app.session(id) {
-            return Ok((id.to_string(), session, false));
+        match app.session(id).await {
+            Ok(session) => return Ok((id.to_string(), session, false)),
+            Err(e) if e.status != StatusCode::NOT_FOUND => return Err(e),
+            Err(_) => {}
         }
         let session = app.open(id, seed(history), false)?;
         return Ok((id.to_string(), session, false));
     }
     let key = key_of(history);
-    let claimed = app.conversations().claim(&key);
+    // With a shared store, the conversation may have continued on another host: the
+    // database says which session holds it.
+    let claimed = match app.store().and_then(|s| s.shared()) {
+        Some(pg) => pg
+            .claim_conversation(&key)
+            .await
+            .map_err(super::unavailable)?,
+        None => app.conversations().claim(&key),
+    };
     if let Some(id) = claimed {
-        if let Ok(session) = app.session(&id) {
-            return Ok((id, session, true));
+        match app.session(&id).await {
+            Ok(session) => {
+                app.conversations().adopt(&id);
+                return Ok((id, session, true));
+            }
+            Err(e) if e.status != StatusCode::NOT_FOUND => return Err(e),
+            Err(_) => {}
         }
         app.conversations().forget(&id);
     }
@@ -517,6 +532,7 @@ fn start_turn(session: Session, input: NewInput, options: TurnOptions) -> TurnFu
                 .await
                 .map_err(|e| match e {
                     ResumeError::Closed(e) => gone(&e.to_string()),
+                    ResumeError::Unavailable(why) => super::unavailable(why),
                     ResumeError::Refused(why) => {
                         ApiError::new(StatusCode::CONFLICT, "session_conflict", why)
                     }
@@ -561,7 +577,7 @@ pub async fn chat_completions(
     }
     let host_tools: Vec<&str> = app.runtime.tool_names().collect();
     let options = options(&req, &host_tools)?;
-    let (id, session, derived) = session_for(&app, &headers, history)?;
+    let (id, session, derived) = session_for(&app, &headers, history).await?;
     let request = Request {
         app: app.clone(),
         id: id.clone(),

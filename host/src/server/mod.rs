@@ -43,7 +43,7 @@ use tokio::sync::mpsc;
 
 use crate::config::ServerSettings;
 use crate::events::EventKind;
-use crate::session::driver::Seed;
+use crate::session::driver::{NotTaken, Seed};
 use crate::session::Session;
 use crate::Runtime;
 use completions::Conversations;
@@ -103,11 +103,28 @@ impl App {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn session(&self, id: &str) -> Result<Session, ApiError> {
-        self.sessions()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| no_session(id))
+    /// The session `id`: open on this host, or — with a shared store — stored by another
+    /// host, then served here from now on.
+    async fn session(&self, id: &str) -> Result<Session, ApiError> {
+        if let Some(s) = self.sessions().get(id).cloned() {
+            return Ok(s);
+        }
+        let Some(pg) = self.runtime.store().and_then(|s| s.shared()) else {
+            return Err(no_session(id));
+        };
+        if !pg.exists(id).await.map_err(unavailable)? {
+            return Err(no_session(id));
+        }
+        let mut sessions = self.sessions();
+        let session = sessions
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                self.hub.track(id);
+                self.runtime.attach_session(id)
+            })
+            .clone();
+        self.metrics.set_sessions(sessions.len());
+        Ok(session)
     }
 
     /// Opens a session. `derived`: opened for a `/v1/chat/completions` conversation, whose
@@ -174,11 +191,15 @@ impl App {
     }
 
     /// Resumes every session in the store (S37), with its injections' provenance and, for
-    /// a derived session, the conversation it continues. Returns how many.
+    /// a derived session, the conversation it continues. Returns how many. A shared store's
+    /// sessions are not resumed here: each is loaded by the host that serves its next turn.
     pub fn resume(&self) -> Result<usize, crate::store::StoreError> {
         let Some(store) = self.runtime.store().cloned() else {
             return Ok(0);
         };
+        if store.shared().is_some() {
+            return Ok(0);
+        }
         let stored = self.runtime.stored_sessions()?;
         let mut sessions = self.sessions();
         for s in &stored {
@@ -243,6 +264,15 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(DefaultBodyLimit::max(app.settings.max_body_bytes))
         .with_state(app)
+}
+
+/// The shared store cannot serve now: 503 with the reason.
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "session_unavailable",
+        e.to_string(),
+    )
 }
 
 fn no_session(id: &str) -> ApiError {
@@ -331,8 +361,19 @@ async fn page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("web/index.html"))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// `ok`, or with a shared store that cannot be reached, 503 and the reason (so a load
+/// balancer sends requests to another host).
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if let Some(pg) = app.runtime.store().and_then(|s| s.shared()) {
+        if let Err(e) = pg.ping().await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": e.to_string()})),
+            )
+                .into_response();
+        }
+    }
+    Json(json!({"status": "ok"})).into_response()
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
@@ -372,15 +413,15 @@ async fn post_message(
         ));
     }
     app.check_length(&body.content)?;
-    let session = app.session(&id)?;
+    let session = app.session(&id).await?;
     // Subscribe before sending, so no event of the turn is missed.
     let mut events = app.hub.subscribe(&id);
     let mut answer = session.send(body.content);
     // The stream starts once the session has taken (and stored) the message.
-    answer
-        .accepted()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::GONE, "session_closed", e.to_string()))?;
+    answer.accepted().await.map_err(|e| match e {
+        NotTaken::Closed(e) => ApiError::new(StatusCode::GONE, "session_closed", e.to_string()),
+        NotTaken::Unavailable(why) => unavailable(why),
+    })?;
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(async move {
         let answer = answer.wait();
@@ -449,7 +490,7 @@ async fn session_events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    app.session(&id)?;
+    app.session(&id).await?;
     let events = app.hub.subscribe(&id);
     let stream = futures_util::stream::unfold(events, |mut events| async move {
         loop {
@@ -526,11 +567,25 @@ async fn transcript(
             ))
         }
     };
-    let session = app.session(&id)?;
-    let history = session
-        .history()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::GONE, "session_closed", e.to_string()))?;
+    let session = app.session(&id).await?;
+    // With a shared store, the stored session is the truth: its last turn may have run on
+    // another host.
+    let stored = match app.runtime.store().filter(|s| s.shared().is_some()) {
+        Some(store) => Some(
+            store
+                .load(&id)
+                .map_err(unavailable)?
+                .ok_or_else(|| no_session(&id))?,
+        ),
+        None => None,
+    };
+    let history = match stored {
+        Some((restored, _)) => restored.history,
+        None => session
+            .history()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::GONE, "session_closed", e.to_string()))?,
+    };
     let messages: Vec<Value> = history
         .iter()
         .filter(|m| matches!(m.origin, Origin::User | Origin::Assistant) && !m.content.is_empty())
@@ -538,7 +593,16 @@ async fn transcript(
         .collect();
     let mut out = json!({"id": id, "messages": messages});
     if with_injections {
-        out["injections"] = Value::Array(app.hub.injections(&id));
+        let injections = match app.runtime.store().filter(|s| s.shared().is_some()) {
+            Some(store) => {
+                let hub = EventHub::default();
+                hub.track(&id);
+                hub.replay(&id, store.injection_events(&id).map_err(unavailable)?);
+                hub.injections(&id)
+            }
+            None => app.hub.injections(&id),
+        };
+        out["injections"] = Value::Array(injections);
     }
     Ok(Json(out))
 }
@@ -547,7 +611,7 @@ async fn stop(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    app.session(&id)?.stop();
+    app.session(&id).await?.stop();
     Ok(Json(json!({"id": id, "stopping": true})))
 }
 
@@ -555,6 +619,7 @@ async fn delete_session(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    app.session(&id).await?;
     let session = app.sessions().remove(&id);
     let Some(session) = session else {
         return Err(no_session(&id));

@@ -24,7 +24,7 @@ use crate::session::compaction::{self, Compaction};
 use crate::session::machine::{Action, Restored, TurnEnd, TurnMachine, TurnOptions};
 use crate::session::queue::Provenance;
 use crate::session::runs::{RunStart, RunTracker};
-use crate::store::Cursor;
+use crate::store::{Acquired, Cursor, LeaseError, PgStore};
 
 type View = Arc<AnalyzerView>;
 
@@ -52,13 +52,13 @@ enum Command {
     User {
         text: String,
         options: Arc<TurnOptions>,
-        accepted: oneshot::Sender<()>,
+        accepted: oneshot::Sender<Result<(), String>>,
         answered: oneshot::Sender<TurnEnd>,
     },
     ToolResults {
         results: Vec<(String, String)>,
         options: Arc<TurnOptions>,
-        answered: oneshot::Sender<Result<TurnEnd, String>>,
+        answered: oneshot::Sender<Result<TurnEnd, ResumeError>>,
     },
     Stop,
     Transcript(oneshot::Sender<Vec<ContextMessage>>),
@@ -88,22 +88,35 @@ pub struct Seed {
 #[error("session `{0}` is closed")]
 pub struct SessionClosed(pub String);
 
+/// Why a session did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotTaken {
+    /// The session is closed.
+    #[error(transparent)]
+    Closed(#[from] SessionClosed),
+    /// The session cannot serve a turn on this host now (its shared store is unreachable,
+    /// or another host held it for all of `store.lease_wait`); the reason says which.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Resolves when the turn that answers a user message ends.
 #[derive(Debug)]
 pub struct Answer {
     session: Arc<str>,
-    accepted: Option<oneshot::Receiver<()>>,
+    accepted: Option<oneshot::Receiver<Result<(), String>>>,
     rx: oneshot::Receiver<TurnEnd>,
 }
 
 impl Answer {
     /// Waits until the session has taken the message: it started a turn, joined the
     /// running one or waits for its own, and with a store it is stored (S38).
-    pub async fn accepted(&mut self) -> Result<(), SessionClosed> {
+    pub async fn accepted(&mut self) -> Result<(), NotTaken> {
         match self.accepted.take() {
             Some(rx) => rx
                 .await
-                .map_err(|_| SessionClosed(self.session.to_string())),
+                .map_err(|_| NotTaken::Closed(SessionClosed(self.session.to_string())))?
+                .map_err(NotTaken::Unavailable),
             None => Ok(()),
         }
     }
@@ -125,6 +138,9 @@ pub enum ResumeError {
     /// The results do not fit the session's state (the reason says how).
     #[error("{0}")]
     Refused(String),
+    /// The session cannot serve a turn on this host now (see [`NotTaken::Unavailable`]).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Session {
@@ -138,6 +154,13 @@ impl Session {
         }
         let cursor = shared.store.as_ref().map(|_| Cursor::default());
         Self::start(shared, id, machine, cursor, Vec::new())
+    }
+
+    /// A session another host stored and this host has not loaded: its actor loads it when
+    /// it first leases it (with a shared store).
+    pub(crate) fn attach(shared: Arc<Shared>, id: Arc<str>) -> Session {
+        let machine = TurnMachine::new(id.clone(), shared.settings.clone());
+        Self::start(shared, id, machine, Some(Cursor::unloaded()), Vec::new())
     }
 
     /// Resumes a stored session (S37): see [`TurnMachine::restore`].
@@ -162,7 +185,15 @@ impl Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let set = shared.analyzers();
+        let lease = if shared.store.as_deref().and_then(|s| s.shared()).is_some() {
+            Lease::Released
+        } else {
+            Lease::Local
+        };
         let mut actor = Actor {
+            lease,
+            acquiring: None,
+            parked: std::collections::VecDeque::new(),
             machine,
             runs: RunTracker::new(set.entries.len()),
             set,
@@ -238,9 +269,7 @@ impl Session {
                 answered,
             })
             .map_err(|_| closed())?;
-        rx.await
-            .map_err(|_| closed())?
-            .map_err(ResumeError::Refused)
+        rx.await.map_err(|_| closed())?
     }
 
     /// Stops the running turn, if any (S36).
@@ -301,14 +330,31 @@ enum Wake {
     Tools(Result<Vec<Result<String, String>>, String>),
     Run(RunDone),
     Timer,
+    Lease(Result<Acquired, LeaseError>),
+    Renew,
     Shutdown,
 }
 
 /// Who waits for the end of a turn.
 enum Waiter {
     User(oneshot::Sender<TurnEnd>),
-    Resume(oneshot::Sender<Result<TurnEnd, String>>),
+    Resume(oneshot::Sender<Result<TurnEnd, ResumeError>>),
 }
+
+/// This host's claim on the session.
+enum Lease {
+    /// No shared store: the session is always this host's.
+    Local,
+    /// A shared store, and another host may serve the session's next turn.
+    Released,
+    /// Waiting for the lease; commands that need it are parked meanwhile.
+    Acquiring,
+    /// This host serves the session until it releases the lease; renewed at `renew_at`.
+    Held { epoch: i64, renew_at: Instant },
+}
+
+type Acquiring =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Acquired, LeaseError>> + Send>>;
 
 impl Waiter {
     fn answer(self, end: TurnEnd) {
@@ -346,6 +392,11 @@ struct Actor {
     cursor: Option<Cursor>,
     /// The last commit's failure, until a commit succeeds: no model call is made meanwhile.
     store_error: Option<String>,
+    /// With a shared store: whether this host serves the session now.
+    lease: Lease,
+    acquiring: Option<Acquiring>,
+    /// Commands that wait for the lease, in arrival order.
+    parked: std::collections::VecDeque<Command>,
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
@@ -356,6 +407,13 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
 }
 
 async fn join_opt<T>(task: &mut Option<Step<T>>) -> Result<T, String> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn lease_opt(task: &mut Option<Acquiring>) -> Result<Acquired, LeaseError> {
     match task {
         Some(t) => t.await,
         None => std::future::pending().await,
@@ -375,6 +433,7 @@ impl Actor {
         let shutdown = self.shared.cancel.clone().cancelled_owned();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            let renew_at = self.renew_at();
             let wake = tokio::select! {
                 biased;
                 _ = &mut shutdown => Wake::Shutdown,
@@ -384,6 +443,8 @@ impl Actor {
                 r = join_opt(&mut self.tools_task) => Wake::Tools(r),
                 Some(done) = self.done_rx.recv() => Wake::Run(done),
                 _ = sleep_opt(self.wake) => Wake::Timer,
+                r = lease_opt(&mut self.acquiring) => Wake::Lease(r),
+                _ = sleep_opt(renew_at) => Wake::Renew,
             };
             match wake {
                 Wake::Shutdown => {
@@ -394,6 +455,7 @@ impl Actor {
                 Wake::Command(Some(Command::Suspend(done))) => {
                     self.stop();
                     self.flush_events();
+                    self.release();
                     let _ = done.send(());
                     return;
                 }
@@ -403,16 +465,32 @@ impl Actor {
                 Wake::Tools(result) => self.tools_done(result),
                 Wake::Run(done) => self.run_done(done),
                 Wake::Timer => self.wake = None,
+                Wake::Lease(result) => self.leased(result),
+                Wake::Renew => self.renew(),
             }
             self.settle();
             if self.try_finish_close() {
                 break;
+            }
+            if self.idle() {
+                self.release();
             }
         }
         self.flush_events();
     }
 
     fn command(&mut self, command: Command) {
+        let needs_lease = matches!(
+            command,
+            Command::User { .. } | Command::ToolResults { .. } | Command::Close(_)
+        );
+        if needs_lease
+            && (!self.parked.is_empty() || matches!(self.lease, Lease::Released | Lease::Acquiring))
+        {
+            self.parked.push_back(command);
+            self.acquire();
+            return;
+        }
         match command {
             Command::User {
                 text,
@@ -423,7 +501,7 @@ impl Actor {
                 let (seq, actions) = self.machine.user_message_with(text, options);
                 self.waiters.push((seq, Waiter::User(answered)));
                 self.perform(actions);
-                let _ = accepted.send(());
+                let _ = accepted.send(Ok(()));
             }
             Command::ToolResults {
                 results,
@@ -436,7 +514,7 @@ impl Actor {
                 }
                 Err(why) => {
                     self.flush_events();
-                    let _ = answered.send(Err(why));
+                    let _ = answered.send(Err(ResumeError::Refused(why)));
                 }
             },
             Command::Stop => self.stop(),
@@ -566,8 +644,28 @@ impl Actor {
                 about_turn: done.turn,
                 ttl_turns: entry.ttl_turns,
             };
-            self.machine.enqueue(injections, &provenance);
-            self.flush_events();
+            let shared = self.shared.clone();
+            match (
+                &self.lease,
+                shared.store.as_deref().and_then(|s| s.shared()),
+            ) {
+                (Lease::Released | Lease::Acquiring, Some(pg)) => {
+                    // The session may be served elsewhere now: the holder of its next lease
+                    // takes these from the inbox.
+                    if let Err(e) = pg.inbox_push(&self.id, &provenance, &injections) {
+                        self.shared.emit(
+                            &self.id,
+                            EventKind::Error {
+                                message: e.to_string(),
+                            },
+                        );
+                    }
+                }
+                _ => {
+                    self.machine.enqueue(injections, &provenance);
+                    self.flush_events();
+                }
+            }
         }
         // An analyzer removed by a reload has no slot any more, and no follow-up.
         let next = self
@@ -802,6 +900,230 @@ impl Actor {
             let _ = done.send(());
         }
         true
+    }
+
+    /// When the held lease is renewed next.
+    fn renew_at(&self) -> Option<Instant> {
+        match self.lease {
+            Lease::Held { renew_at, .. } => Some(renew_at),
+            _ => None,
+        }
+    }
+
+    /// Starts acquiring the lease, unless that is under way.
+    fn acquire(&mut self) {
+        if !matches!(self.lease, Lease::Released) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        self.lease = Lease::Acquiring;
+        self.acquiring = Some(Box::pin(async move {
+            match shared.store.as_deref().and_then(|s| s.shared()) {
+                Some(pg) => pg.acquire(&id).await,
+                None => Err(LeaseError::NoSession(id.to_string())),
+            }
+        }));
+    }
+
+    /// The lease is this host's, or could not be had: the parked commands go on, or are
+    /// refused with the reason.
+    fn leased(&mut self, result: Result<Acquired, LeaseError>) {
+        self.acquiring = None;
+        self.lease = Lease::Released;
+        let shared = self.shared.clone();
+        let Some(pg) = shared.store.as_deref().and_then(|s| s.shared()) else {
+            return;
+        };
+        let acquired = match result {
+            Ok(a) => a,
+            Err(e) => {
+                let closed = matches!(e, LeaseError::NoSession(_));
+                self.refuse_parked(&e.to_string(), closed);
+                return;
+            }
+        };
+        self.lease = Lease::Held {
+            epoch: acquired.epoch,
+            renew_at: Instant::now() + pg.settings().lease_ttl / 3,
+        };
+        if let Some(from_host) = acquired.took_over_from.clone() {
+            self.shared.emit(
+                &self.id,
+                EventKind::SessionTakenOver {
+                    from_host,
+                    epoch: acquired.epoch,
+                },
+            );
+        }
+        let current = self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.stored() && c.version() == acquired.version);
+        if !current && !self.reload(acquired.epoch) {
+            return;
+        }
+        if let Some(c) = self.cursor.as_mut() {
+            c.set_lease(Some(acquired.epoch));
+        }
+        self.take_inbox(pg);
+        while let Some(command) = self.parked.pop_front() {
+            self.command(command);
+        }
+    }
+
+    /// Loads the session as another host left it (S37): its interrupted turn, if any, ends
+    /// as stopped and messages that were waiting start their turns. False if it could not
+    /// be loaded (the parked commands are refused).
+    fn reload(&mut self, epoch: i64) -> bool {
+        let loaded = match self.shared.store.as_deref().map(|s| s.load(&self.id)) {
+            Some(Ok(loaded)) => loaded,
+            Some(Err(e)) => {
+                self.release();
+                self.refuse_parked(&e.to_string(), false);
+                return false;
+            }
+            None => None,
+        };
+        let Some((restored, mut cursor)) = loaded else {
+            self.lease = Lease::Released;
+            self.refuse_parked(&format!("session `{}` is no longer stored", self.id), true);
+            return false;
+        };
+        cursor.set_lease(Some(epoch));
+        let (machine, actions) =
+            TurnMachine::restore(self.id.clone(), self.shared.settings.clone(), restored);
+        self.machine = machine;
+        self.cursor = Some(cursor);
+        self.store_error = None;
+        self.partial.clear();
+        self.perform(actions);
+        true
+    }
+
+    /// Answers the parked commands: the session is closed, or not available now.
+    fn refuse_parked(&mut self, why: &str, closed: bool) {
+        if !self.parked.is_empty() {
+            tracing::warn!(session = &*self.id, "{why}");
+        }
+        for command in std::mem::take(&mut self.parked) {
+            match command {
+                // Dropping `accepted` tells the waiter the session is closed.
+                Command::User { accepted, .. } if !closed => {
+                    let _ = accepted.send(Err(why.to_string()));
+                }
+                Command::ToolResults { answered, .. } => {
+                    let _ = answered.send(Err(if closed {
+                        ResumeError::Closed(SessionClosed(self.id.to_string()))
+                    } else {
+                        ResumeError::Unavailable(why.to_string())
+                    }));
+                }
+                Command::Close(done) => {
+                    let _ = done.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Moves what other hosts left in the inbox into the queue; the next commit stores them
+    /// and empties the inbox of them.
+    fn take_inbox(&mut self, pg: &PgStore) {
+        let Some(cursor) = self.cursor.as_mut() else {
+            return;
+        };
+        match pg.inbox(&self.id, cursor) {
+            Ok(items) => {
+                if items.is_empty() {
+                    return;
+                }
+                for item in items {
+                    cursor.claim(item.seq);
+                    self.machine.enqueue(vec![item.injection], &item.provenance);
+                }
+                self.flush_events();
+            }
+            Err(e) => self.shared.emit(
+                &self.id,
+                EventKind::Error {
+                    message: e.to_string(),
+                },
+            ),
+        }
+    }
+
+    /// Renews the lease while a turn runs, and takes what arrived in the inbox meanwhile.
+    /// A lease found lost stops the turn: another host serves the session now.
+    fn renew(&mut self) {
+        let Lease::Held { epoch, .. } = self.lease else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let Some(pg) = shared.store.as_deref().and_then(|s| s.shared()) else {
+            return;
+        };
+        let ttl = pg.settings().lease_ttl;
+        match pg.renew(&self.id, epoch) {
+            Ok(true) => {
+                self.lease = Lease::Held {
+                    epoch,
+                    renew_at: Instant::now() + ttl / 3,
+                };
+                self.take_inbox(pg);
+            }
+            Ok(false) => {
+                let message = format!(
+                    "this host lost its lease on the session (epoch {epoch}) to another host; the running turn stops here"
+                );
+                self.shared.emit(&self.id, EventKind::Error { message });
+                self.lease = Lease::Released;
+                if let Some(c) = self.cursor.as_mut() {
+                    c.set_lease(None);
+                    c.invalidate();
+                }
+                self.stop();
+            }
+            Err(e) => {
+                self.shared.emit(
+                    &self.id,
+                    EventKind::Error {
+                        message: e.to_string(),
+                    },
+                );
+                self.lease = Lease::Held {
+                    epoch,
+                    renew_at: Instant::now() + (ttl / 3).min(Duration::from_secs(1)),
+                };
+            }
+        }
+    }
+
+    /// Whether the session has nothing to do on this host: no turn, nobody waiting, nothing
+    /// parked, not closing, and everything committed.
+    fn idle(&self) -> bool {
+        self.machine.is_idle()
+            && self.waiters.is_empty()
+            && self.parked.is_empty()
+            && self.closing.is_none()
+            && self.store_error.is_none()
+    }
+
+    /// Gives up the lease, if held: the next turn may run on any host.
+    fn release(&mut self) {
+        let Lease::Held { epoch, .. } = self.lease else {
+            return;
+        };
+        self.lease = Lease::Released;
+        if let Some(c) = self.cursor.as_mut() {
+            c.set_lease(None);
+        }
+        if let Some(pg) = self.shared.store.as_deref().and_then(|s| s.shared()) {
+            if let Err(e) = pg.release(&self.id, epoch) {
+                // It runs out by itself.
+                tracing::warn!(session = &*self.id, "{e}");
+            }
+        }
     }
 
     /// Commits what changed to the store, if any (S37, S38), then tells the observers.

@@ -48,7 +48,7 @@ impl ModelProvider for Peek {
 }
 
 fn open_store(dir: &tempfile::TempDir) -> Arc<Store> {
-    Arc::new(Store::open(&dir.path().join("sessions.db")).expect("store opens"))
+    Arc::new(Store::sqlite(&dir.path().join("sessions.db")).expect("store opens"))
 }
 
 fn contents<'a>(

@@ -1,39 +1,43 @@
-//! The session store (SPEC S37, S38): SQLite in WAL mode, one file, written before the model
-//! call that depends on it.
+//! The session store (SPEC S37, S38): what a host keeps of each session so that nothing is
+//! lost and nothing is delivered twice when the host stops, crashes, or — with PostgreSQL —
+//! when another host takes the session over.
+//!
+//! Two backends share one contract and one schema:
+//!
+//! - [`sqlite`]: one file in WAL mode, owned by one host (the default);
+//! - [`postgres`]: one database shared by several hosts; a session is leased by the host
+//!   that serves its current turn, and analyzer results that arrive after the session moved
+//!   on reach its queue through an inbox table.
 //!
 //! Each session's actor commits what changed since its last commit — new history messages,
 //! the injections it enqueued and their fates, its counters and pending user messages — in
 //! one transaction, before it performs the next action. So a user message is stored before
 //! the model is called, an injection is stored when it is enqueued, and it is marked
-//! delivered in the same transaction that stores the model input carrying it. A host that is
-//! killed at any moment resumes every session from the last commit with nothing lost and
-//! nothing delivered twice.
-//!
-//! `synchronous = NORMAL`: a commit survives the process being killed; only a power loss or
-//! an operating system crash may lose the last commits.
+//! delivered in the same transaction that stores the model input carrying it. A [`Cursor`]
+//! remembers what the session has committed, so a commit writes only the difference.
 
-mod schema;
-
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+pub mod postgres;
+pub mod sqlite;
+mod sqlite_schema;
 
 use murmur_plugin_api::{Hook, Injection, Role};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::events::{Boundary, EventKind};
-use crate::model::ContextMessage;
+use crate::model::{ContextMessage, Messages};
 use crate::session::machine::{Checkpoint, Restored, TurnMachine};
 use crate::session::queue::{Lane, Provenance, Queued};
 
+pub use postgres::{Acquired, LeaseError, PgStore};
+pub use sqlite::SqliteStore;
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("session store {}: {what}: {source}", path.display())]
+#[error("session store {place}: {what}: {source}")]
 pub struct StoreError {
-    /// The database file.
-    pub path: PathBuf,
+    /// Which store: the SQLite file, or the PostgreSQL database.
+    pub place: String,
     /// What the store was doing.
     pub what: String,
     /// The cause.
@@ -52,267 +56,53 @@ pub struct StoredSession {
     pub conversation_key: Option<Vec<u8>>,
 }
 
-/// What a session's actor has committed so far; [`Store::commit`] writes only the difference.
-#[derive(Debug, Default)]
-pub struct Cursor {
-    stored: bool,
-    history_len: usize,
-    compactions: u64,
-    checkpoint: Checkpoint,
-    /// Injection events not yet written (a commit failed; the next one retries them).
-    pending: Vec<EventKind>,
-}
-
-/// The SQLite store. One connection, used under a lock: commits are small and short.
+/// The session store of a host.
 #[derive(Debug)]
-pub struct Store {
-    path: PathBuf,
-    conn: Mutex<Connection>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn text<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
-}
-
-fn parse<T: DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-}
-
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+pub enum Store {
+    /// An SQLite file owned by this host.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database shared with other hosts.
+    Postgres(PgStore),
 }
 
 impl Store {
-    /// Opens (creating it and its folder if needed) the store at `path` and brings its
-    /// schema up to date. The file is locked for this process: a second host on the same
-    /// file is refused.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| StoreError {
-            path: path.to_path_buf(),
-            what: what.to_string(),
-            source: e,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                err(
-                    &format!("cannot create the folder {}", dir.display()),
-                    e.into(),
-                )
-            })?;
+    /// Opens (creating it and its folder if needed) the SQLite store at `path`; see
+    /// [`SqliteStore::open`].
+    pub fn sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
+        SqliteStore::open(path).map(Store::Sqlite)
+    }
+
+    /// Where the sessions are kept, for messages: the file, or the database.
+    pub fn place(&self) -> String {
+        match self {
+            Store::Sqlite(s) => s.path().display().to_string(),
+            Store::Postgres(s) => s.place().to_string(),
         }
-        let mut conn = Connection::open(path).map_err(|e| err("cannot open", e.into()))?;
-        conn.busy_timeout(std::time::Duration::from_millis(200))
-            .map_err(|e| err("cannot configure", e.into()))?;
-        conn.execute_batch(
-            "PRAGMA locking_mode = EXCLUSIVE;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;",
-        )
-        .map_err(|e| {
-            let busy = matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            );
-            if busy {
-                err(
-                    "is in use by another process (is another `murmur serve` running with this [store] path?)",
-                    e.into(),
-                )
-            } else {
-                err("cannot configure (is it an SQLite database?)", e.into())
-            }
-        })?;
-        schema::migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| err("cannot bring the schema up to date", e.into()))?;
-        Ok(Store {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
-        })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn error(
-        &self,
-        what: impl Into<String>,
-        e: impl std::error::Error + Send + Sync + 'static,
-    ) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            what: what.into(),
-            source: Box::new(e),
+    /// The PostgreSQL store, when sessions are shared with other hosts (then a session's
+    /// actor leases it for each turn).
+    pub fn shared(&self) -> Option<&PgStore> {
+        match self {
+            Store::Postgres(s) => Some(s),
+            Store::Sqlite(_) => None,
         }
     }
 
     /// Every stored session, oldest first.
     pub fn sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
-        let conn = self.conn();
-        let read = || -> rusqlite::Result<Vec<StoredSession>> {
-            let mut st = conn.prepare(
-                "SELECT id, derived, conversation_key FROM sessions ORDER BY created_ms, id",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok(StoredSession {
-                    id: r.get(0)?,
-                    derived: r.get::<_, i64>(1)? != 0,
-                    conversation_key: r.get(2)?,
-                })
-            })?;
-            rows.collect()
-        };
-        read().map_err(|e| self.error("cannot list sessions", e))
+        match self {
+            Store::Sqlite(s) => s.sessions(),
+            Store::Postgres(s) => s.sessions(),
+        }
     }
 
     /// Loads a session, with the cursor its actor continues from; `None` if it is not stored.
     pub fn load(&self, id: &str) -> Result<Option<(Restored, Cursor)>, StoreError> {
-        let conn = self.conn();
-        let what = || format!("cannot load session `{id}`");
-        let head: Option<(String, i64)> = conn
-            .query_row(
-                "SELECT checkpoint, compactions FROM sessions WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.error(what(), e))?;
-        let Some((checkpoint, compactions)) = head else {
-            return Ok(None);
-        };
-        let checkpoint: Checkpoint = serde_json::from_str(&checkpoint)
-            .map_err(|e| self.error(format!("{}: its checkpoint", what()), e))?;
-        let compactions = u64::try_from(compactions).unwrap_or(0);
-        let history = self.load_history(&conn, id).map_err(|e| StoreError {
-            what: format!("{}: {}", what(), e.what),
-            ..e
-        })?;
-        let (queued, last_injection) = self.load_queue(&conn, id).map_err(|e| StoreError {
-            what: format!("{}: {}", what(), e.what),
-            ..e
-        })?;
-        let cursor = Cursor {
-            stored: true,
-            history_len: history.len(),
-            compactions,
-            checkpoint: checkpoint.clone(),
-            pending: Vec::new(),
-        };
-        Ok(Some((
-            Restored {
-                checkpoint,
-                history,
-                queued,
-                last_injection,
-                compactions,
-            },
-            cursor,
-        )))
-    }
-
-    fn load_history(&self, conn: &Connection, id: &str) -> Result<Vec<ContextMessage>, StoreError> {
-        let rows = (|| -> rusqlite::Result<Vec<(i64, String)>> {
-            let mut st =
-                conn.prepare("SELECT pos, message FROM messages WHERE session = ?1 ORDER BY pos")?;
-            let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })()
-        .map_err(|e| self.error("its messages", e))?;
-        rows.into_iter()
-            .map(|(pos, json)| {
-                serde_json::from_str(&json).map_err(|e| self.error(format!("message {pos}"), e))
-            })
-            .collect()
-    }
-
-    fn load_queue(&self, conn: &Connection, id: &str) -> Result<(Vec<Queued>, u64), StoreError> {
-        type Row = (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            i64,
-            Option<i64>,
-            String,
-            Option<String>,
-        );
-        let (rows, last) = (|| -> rusqlite::Result<(Vec<Row>, i64)> {
-            let last: i64 = conn.query_row(
-                "SELECT COALESCE(MAX(id), 0) FROM injections WHERE session = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
-            let mut st = conn.prepare(
-                "SELECT id, analyzer, hook, lane, role, key, about_turn, ttl_turns, content, details
-                 FROM injections WHERE session = ?1 AND status = 'queued' ORDER BY id",
-            )?;
-            let rows = st.query_map([id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })?;
-            Ok((rows.collect::<rusqlite::Result<_>>()?, last))
-        })()
-        .map_err(|e| self.error("its injections", e))?;
-        let mut queued = Vec::with_capacity(rows.len());
-        for (qid, analyzer, hook, lane, role, key, about_turn, ttl, content, details) in rows {
-            let bad = |field: &str, e: serde_json::Error| {
-                self.error(format!("injection {qid}: its {field}"), e)
-            };
-            let hook: Hook = parse(&hook).map_err(|e| bad("hook", e))?;
-            let lane: Lane = parse(&lane).map_err(|e| bad("lane", e))?;
-            let role: Role = parse(&role).map_err(|e| bad("role", e))?;
-            let details = details
-                .map(|d| serde_json::from_str(&d))
-                .transpose()
-                .map_err(|e| bad("details", e))?;
-            queued.push(Queued {
-                id: u64::try_from(qid).unwrap_or(0),
-                lane,
-                injection: Injection {
-                    role,
-                    content,
-                    key,
-                    details,
-                },
-                provenance: Provenance {
-                    analyzer: analyzer.into(),
-                    hook,
-                    about_turn: u64::try_from(about_turn).unwrap_or(0),
-                    ttl_turns: ttl.and_then(|t| u32::try_from(t).ok()),
-                },
-            });
+        match self {
+            Store::Sqlite(s) => s.load(id),
+            Store::Postgres(s) => s.load(id),
         }
-        Ok((queued, u64::try_from(last).unwrap_or(0)))
     }
 
     /// Writes what changed in `machine` since `cursor`, plus the injection events among
@@ -325,142 +115,51 @@ impl Store {
         machine: &TurnMachine,
         events: &[EventKind],
     ) -> Result<(), StoreError> {
-        cursor.pending.extend(
-            events
-                .iter()
-                .filter(|e| {
-                    matches!(
-                        e,
-                        EventKind::InjectionEnqueued { .. }
-                            | EventKind::InjectionDelivered { .. }
-                            | EventKind::InjectionSuperseded { .. }
-                            | EventKind::InjectionStale { .. }
-                            | EventKind::InjectionUndelivered { .. }
-                    )
-                })
-                .cloned(),
-        );
-        let history = machine.history();
-        let checkpoint = machine.checkpoint();
-        let rewrite = !cursor.stored
-            || cursor.compactions != machine.compactions()
-            || history.len() < cursor.history_len;
-        if !rewrite
-            && history.len() == cursor.history_len
-            && checkpoint == cursor.checkpoint
-            && cursor.pending.is_empty()
-        {
+        cursor
+            .pending
+            .extend(events.iter().filter(|e| Write::of(e).is_some()).cloned());
+        let Some(delta) = cursor.delta(machine) else {
             return Ok(());
-        }
-        let mut conn = self.conn();
-        let write = |tx: &Transaction<'_>| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let now = now_ms();
-            let json = serde_json::to_string(&checkpoint)?;
-            if !cursor.stored {
-                // A new session replaces anything left under its id.
-                tx.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
-                tx.execute("DELETE FROM analyzer_state WHERE session = ?1", [id])?;
-                tx.execute(
-                    "INSERT INTO sessions (id, created_ms, updated_ms, checkpoint, compactions)
-                     VALUES (?1, ?2, ?2, ?3, ?4)",
-                    params![id, now, json, int(machine.compactions())],
-                )?;
-            } else {
-                tx.execute(
-                    "UPDATE sessions SET updated_ms = ?2, checkpoint = ?3, compactions = ?4 WHERE id = ?1",
-                    params![id, now, json, int(machine.compactions())],
-                )?;
-            }
-            let from = if rewrite {
-                tx.execute("DELETE FROM messages WHERE session = ?1", [id])?;
-                0
-            } else {
-                cursor.history_len
-            };
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (session, pos, role, origin, content, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for (pos, m) in history.iter().enumerate().skip(from) {
-                insert.execute(params![
-                    id,
-                    int(pos as u64),
-                    text(&m.role),
-                    m.origin.as_str(),
-                    m.content,
-                    serde_json::to_string(m)?,
-                ])?;
-            }
-            for e in &cursor.pending {
-                record_injection(tx, id, e)?;
-            }
-            Ok(())
         };
-        let result = conn
-            .transaction()
-            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
-            .and_then(|tx| {
-                write(&tx)?;
-                tx.commit()?;
-                Ok(())
-            });
-        drop(conn);
-        result.map_err(|source| StoreError {
-            path: self.path.clone(),
-            what: format!("cannot store session `{id}`"),
-            source,
-        })?;
-        cursor.stored = true;
-        cursor.history_len = history.len();
-        cursor.compactions = machine.compactions();
-        cursor.checkpoint = checkpoint;
-        cursor.pending.clear();
+        match self {
+            Store::Sqlite(s) => s.write(id, cursor, &delta)?,
+            Store::Postgres(s) => cursor.version = s.write(id, cursor, &delta)?,
+        }
+        cursor.advance(machine, delta);
         Ok(())
     }
 
     /// Deletes a session with everything it owns.
     pub fn delete(&self, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            tx.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
-            tx.execute("DELETE FROM analyzer_state WHERE session = ?1", [id])?;
-            tx.commit()
-        };
-        run(&mut conn).map_err(|e| self.error(format!("cannot delete session `{id}`"), e))
+        match self {
+            Store::Sqlite(s) => s.delete(id),
+            Store::Postgres(s) => s.delete(id),
+        }
     }
 
     /// Marks a session as derived from a `/v1/chat/completions` conversation, with the
     /// fingerprint of the transcript its client now holds.
     pub fn set_conversation(&self, id: &str, key: Option<&[u8]>) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE sessions SET derived = 1, conversation_key = ?2 WHERE id = ?1",
-                params![id, key],
-            )
-            .map(drop)
-            .map_err(|e| self.error(format!("cannot store the conversation of `{id}`"), e))
+        match self {
+            Store::Sqlite(s) => s.set_conversation(id, key),
+            Store::Postgres(s) => s.set_conversation(id, key),
+        }
     }
 
     /// The session's injections as the events that made them what they are now, oldest
     /// first: each one's `injection_enqueued`, then its delivery or other fate.
     pub fn injection_events(&self, id: &str) -> Result<Vec<EventKind>, StoreError> {
-        let conn = self.conn();
-        let rows = (|| -> rusqlite::Result<Vec<InjectionRow>> {
-            let mut st = conn.prepare(
-                "SELECT id, analyzer, hook, lane, role, key, about_turn, ttl_turns, content, details,
-                        status, delivered_boundary, delivered_turn, delivered_step, superseded_by,
-                        stale_at_turn
-                 FROM injections WHERE session = ?1 ORDER BY id",
-            )?;
-            let rows = st.query_map([id], InjectionRow::read)?;
-            rows.collect()
-        })()
-        .map_err(|e| self.error(format!("cannot read the injections of `{id}`"), e))?;
+        let rows = match self {
+            Store::Sqlite(s) => s.injections(id, false)?,
+            Store::Postgres(s) => s.injections(id, false)?,
+        };
         let mut events = Vec::with_capacity(rows.len() * 2);
         for row in rows {
-            row.events(&mut events)
-                .map_err(|e| self.error(format!("injection {} of `{id}`", row.id), e))?;
+            row.events(&mut events).map_err(|e| StoreError {
+                place: self.place(),
+                what: format!("injection {} of `{id}`", row.id),
+                source: e.into(),
+            })?;
         }
         Ok(events)
     }
@@ -472,14 +171,10 @@ impl Store {
         session: &str,
         key: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.conn()
-            .query_row(
-                "SELECT value FROM analyzer_state WHERE session = ?1 AND analyzer = ?2 AND key = ?3",
-                [session, analyzer, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.error(format!("cannot read state `{key}` of analyzer `{analyzer}`"), e))
+        match self {
+            Store::Sqlite(s) => s.state_get(analyzer, session, key),
+            Store::Postgres(s) => s.state_get(analyzer, session, key),
+        }
     }
 
     /// Writes an analyzer's state value for a session, or removes it with `None`.
@@ -490,100 +185,242 @@ impl Store {
         key: &str,
         value: Option<&str>,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
-        let done = match value {
-            Some(v) => conn.execute(
-                "INSERT INTO analyzer_state (analyzer, session, key, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (session, analyzer, key) DO UPDATE SET value = excluded.value",
-                [analyzer, session, key, v],
-            ),
-            None => conn.execute(
-                "DELETE FROM analyzer_state WHERE session = ?1 AND analyzer = ?2 AND key = ?3",
-                [session, analyzer, key],
-            ),
-        };
-        done.map(drop).map_err(|e| {
-            self.error(
-                format!("cannot write state `{key}` of analyzer `{analyzer}`"),
-                e,
-            )
+        match self {
+            Store::Sqlite(s) => s.state_put(analyzer, session, key, value),
+            Store::Postgres(s) => s.state_put(analyzer, session, key, value),
+        }
+    }
+}
+
+/// What a session's actor has committed so far; [`Store::commit`] writes only the difference.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    stored: bool,
+    history_len: usize,
+    compactions: u64,
+    checkpoint: Checkpoint,
+    /// Injection events not yet written (a commit failed; the next one retries them).
+    pending: Vec<EventKind>,
+    /// PostgreSQL: the session's version as of the last commit or load; another host's
+    /// commit since then makes the actor load the session again.
+    version: i64,
+    /// PostgreSQL: the lease this host holds on the session (its epoch), if any. Every
+    /// commit checks it, so a host that lost the lease writes nothing.
+    lease: Option<i64>,
+    /// PostgreSQL: inbox rows taken into the queue, deleted by the commit that stores them
+    /// as injections.
+    claimed: Vec<i64>,
+}
+
+impl Cursor {
+    /// Whether the session was committed (or loaded) at least once.
+    pub fn stored(&self) -> bool {
+        self.stored
+    }
+
+    /// PostgreSQL: the session's version this cursor has.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// PostgreSQL: the epoch of the lease this host holds on the session, if any.
+    pub fn lease(&self) -> Option<i64> {
+        self.lease
+    }
+
+    /// PostgreSQL: this host now holds the lease `epoch` (or none).
+    pub fn set_lease(&mut self, epoch: Option<i64>) {
+        self.lease = epoch;
+    }
+
+    /// PostgreSQL: this inbox row is now in the session's queue; the next commit deletes it.
+    pub fn claim(&mut self, seq: i64) {
+        self.claimed.push(seq);
+    }
+
+    /// PostgreSQL: this copy of the session can no longer be trusted (the lease was lost);
+    /// the next lease loads the session.
+    pub fn invalidate(&mut self) {
+        self.version = -1;
+    }
+
+    /// A cursor for a session stored by another host and not loaded here yet: the next
+    /// lease loads it.
+    pub fn unloaded() -> Cursor {
+        Cursor {
+            stored: true,
+            version: -1,
+            ..Cursor::default()
+        }
+    }
+
+    /// What the next commit writes, or `None` when nothing changed.
+    fn delta<'m>(&self, machine: &'m TurnMachine) -> Option<Delta<'m>> {
+        let history = machine.history();
+        let checkpoint = machine.checkpoint();
+        let rewrite = !self.stored
+            || self.compactions != machine.compactions()
+            || history.len() < self.history_len;
+        if !rewrite
+            && history.len() == self.history_len
+            && checkpoint == self.checkpoint
+            && self.pending.is_empty()
+            && self.claimed.is_empty()
+        {
+            return None;
+        }
+        Some(Delta {
+            create: !self.stored,
+            from: if rewrite { 0 } else { self.history_len },
+            rewrite,
+            history,
+            checkpoint,
+            compactions: int(machine.compactions()),
+        })
+    }
+
+    fn advance(&mut self, machine: &TurnMachine, delta: Delta<'_>) {
+        self.stored = true;
+        self.history_len = delta.history.len();
+        self.compactions = machine.compactions();
+        self.checkpoint = delta.checkpoint;
+        self.pending.clear();
+        self.claimed.clear();
+    }
+
+    /// The injection rows and fates to write, in order.
+    fn writes(&self) -> impl Iterator<Item = Write> + '_ {
+        self.pending.iter().filter_map(Write::of)
+    }
+}
+
+/// What changed since the last commit.
+struct Delta<'m> {
+    /// The session is not stored yet: insert it (replacing anything left under its id).
+    create: bool,
+    /// The stored history is replaced from its start (a compaction, or a new session).
+    rewrite: bool,
+    /// The first history position to write.
+    from: usize,
+    history: &'m Messages,
+    checkpoint: Checkpoint,
+    compactions: i64,
+}
+
+impl Delta<'_> {
+    /// The history messages to write: (position, role, origin, content, the whole message
+    /// as JSON).
+    fn messages(
+        &self,
+    ) -> impl Iterator<Item = Result<(i64, String, &str, &str, String), serde_json::Error>> {
+        self.history
+            .iter()
+            .enumerate()
+            .skip(self.from)
+            .map(|(pos, m)| {
+                Ok((
+                    int(pos as u64),
+                    text(&m.role),
+                    m.origin.as_str(),
+                    m.content.as_str(),
+                    serde_json::to_string(m)?,
+                ))
+            })
+    }
+}
+
+/// One write to `injections`: a new row, or a row's fate.
+enum Write {
+    Insert(InjectionRow),
+    Fate(Fate),
+}
+
+/// An injection's new status and what goes with it.
+struct Fate {
+    id: i64,
+    status: &'static str,
+    boundary: Option<String>,
+    turn: Option<i64>,
+    step: Option<i64>,
+    superseded_by: Option<i64>,
+    stale_at_turn: Option<i64>,
+}
+
+impl Fate {
+    fn new(id: u64, status: &'static str) -> Fate {
+        Fate {
+            id: int(id),
+            status,
+            boundary: None,
+            turn: None,
+            step: None,
+            superseded_by: None,
+            stale_at_turn: None,
+        }
+    }
+}
+
+impl Write {
+    fn of(e: &EventKind) -> Option<Write> {
+        Some(match e {
+            EventKind::InjectionEnqueued {
+                id,
+                analyzer,
+                hook,
+                lane,
+                role,
+                key,
+                about_turn,
+                ttl_turns,
+                content,
+                details,
+            } => Write::Insert(InjectionRow {
+                id: int(*id),
+                analyzer: analyzer.clone(),
+                hook: text(hook),
+                lane: text(lane),
+                role: text(role),
+                key: key.clone(),
+                about_turn: int(*about_turn),
+                ttl_turns: ttl_turns.map(i64::from),
+                content: content.clone(),
+                details: details.as_ref().map(|d| d.to_string()),
+                status: "queued".into(),
+                boundary: None,
+                turn: None,
+                step: None,
+                superseded_by: None,
+                stale_at_turn: None,
+            }),
+            EventKind::InjectionDelivered {
+                id,
+                boundary,
+                turn,
+                step,
+                ..
+            } => Write::Fate(Fate {
+                boundary: Some(text(boundary)),
+                turn: Some(int(*turn)),
+                step: Some(i64::from(*step)),
+                ..Fate::new(*id, "delivered")
+            }),
+            EventKind::InjectionSuperseded { id, by, .. } => Write::Fate(Fate {
+                superseded_by: Some(int(*by)),
+                ..Fate::new(*id, "superseded")
+            }),
+            EventKind::InjectionStale { id, turn, .. } => Write::Fate(Fate {
+                stale_at_turn: Some(int(*turn)),
+                ..Fate::new(*id, "stale")
+            }),
+            EventKind::InjectionUndelivered { id, .. } => {
+                Write::Fate(Fate::new(*id, "undelivered"))
+            }
+            _ => return None,
         })
     }
 }
 
-/// Writes one injection event: a new row, or the row's new status.
-fn record_injection(tx: &Transaction<'_>, session: &str, e: &EventKind) -> rusqlite::Result<()> {
-    match e {
-        EventKind::InjectionEnqueued {
-            id,
-            analyzer,
-            hook,
-            lane,
-            role,
-            key,
-            about_turn,
-            ttl_turns,
-            content,
-            details,
-        } => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO injections
-                 (session, id, analyzer, hook, lane, role, key, about_turn, ttl_turns, content, details, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued')",
-            )?
-            .execute(params![
-                session,
-                int(*id),
-                analyzer,
-                text(hook),
-                text(lane),
-                text(role),
-                key,
-                int(*about_turn),
-                ttl_turns,
-                content,
-                details.as_ref().map(|d| d.to_string()),
-            ])?;
-        }
-        EventKind::InjectionDelivered {
-            id,
-            boundary,
-            turn,
-            step,
-            ..
-        } => {
-            tx.prepare_cached(
-                "UPDATE injections SET status = 'delivered', delivered_boundary = ?3,
-                 delivered_turn = ?4, delivered_step = ?5 WHERE session = ?1 AND id = ?2",
-            )?
-            .execute(params![session, int(*id), text(boundary), int(*turn), step])?;
-        }
-        EventKind::InjectionSuperseded { id, by, .. } => {
-            tx.prepare_cached(
-                "UPDATE injections SET status = 'superseded', superseded_by = ?3
-                 WHERE session = ?1 AND id = ?2",
-            )?
-            .execute(params![session, int(*id), int(*by)])?;
-        }
-        EventKind::InjectionStale { id, turn, .. } => {
-            tx.prepare_cached(
-                "UPDATE injections SET status = 'stale', stale_at_turn = ?3
-                 WHERE session = ?1 AND id = ?2",
-            )?
-            .execute(params![session, int(*id), int(*turn)])?;
-        }
-        EventKind::InjectionUndelivered { id, .. } => {
-            tx.prepare_cached(
-                "UPDATE injections SET status = 'undelivered' WHERE session = ?1 AND id = ?2",
-            )?
-            .execute(params![session, int(*id)])?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// One row of `injections`.
+/// One row of `injections`, as both backends store it.
 struct InjectionRow {
     id: i64,
     analyzer: String,
@@ -603,28 +440,41 @@ struct InjectionRow {
     stale_at_turn: Option<i64>,
 }
 
+/// The columns of `injections` in [`InjectionRow`]'s order, for SELECTs.
+const INJECTION_COLUMNS: &str = "id, analyzer, hook, lane, role, key, about_turn, ttl_turns, \
+     content, details, status, delivered_boundary, delivered_turn, delivered_step, \
+     superseded_by, stale_at_turn";
+
 impl InjectionRow {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(InjectionRow {
-            id: r.get(0)?,
-            analyzer: r.get(1)?,
-            hook: r.get(2)?,
-            lane: r.get(3)?,
-            role: r.get(4)?,
-            key: r.get(5)?,
-            about_turn: r.get(6)?,
-            ttl_turns: r.get(7)?,
-            content: r.get(8)?,
-            details: r.get(9)?,
-            status: r.get(10)?,
-            boundary: r.get(11)?,
-            turn: r.get(12)?,
-            step: r.get(13)?,
-            superseded_by: r.get(14)?,
-            stale_at_turn: r.get(15)?,
+    /// The queued injection this row is.
+    fn queued(&self) -> Result<Queued, serde_json::Error> {
+        let hook: Hook = parse(&self.hook)?;
+        let lane: Lane = parse(&self.lane)?;
+        let role: Role = parse(&self.role)?;
+        let details = self
+            .details
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()?;
+        Ok(Queued {
+            id: u64::try_from(self.id).unwrap_or(0),
+            lane,
+            injection: Injection {
+                role,
+                content: self.content.clone(),
+                key: self.key.clone(),
+                details,
+            },
+            provenance: Provenance {
+                analyzer: self.analyzer.as_str().into(),
+                hook,
+                about_turn: u64::try_from(self.about_turn).unwrap_or(0),
+                ttl_turns: self.ttl_turns.and_then(|t| u32::try_from(t).ok()),
+            },
         })
     }
 
+    /// The events that made this injection what it is now.
     fn events(&self, out: &mut Vec<EventKind>) -> Result<(), serde_json::Error> {
         let id = u64::try_from(self.id).unwrap_or(0);
         let u = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
@@ -675,6 +525,90 @@ impl InjectionRow {
         }
         Ok(())
     }
+}
+
+/// What a backend read of one session, before it is checked and turned into a
+/// [`Restored`].
+struct Loaded {
+    checkpoint: String,
+    compactions: i64,
+    /// (position, the message as JSON)
+    messages: Vec<(i64, String)>,
+    /// The queued injections.
+    queued: Vec<InjectionRow>,
+    /// The highest injection id the session used.
+    last_injection: i64,
+}
+
+impl Loaded {
+    /// The session as its actor resumes it, with the cursor of what is stored. A row that
+    /// cannot be read is an error naming it.
+    fn restore(self, place: &str, id: &str) -> Result<(Restored, Cursor), StoreError> {
+        let err = |what: String, e: serde_json::Error| StoreError {
+            place: place.to_string(),
+            what: format!("cannot load session `{id}`: {what}"),
+            source: e.into(),
+        };
+        let checkpoint: Checkpoint =
+            serde_json::from_str(&self.checkpoint).map_err(|e| err("its checkpoint".into(), e))?;
+        let compactions = u64::try_from(self.compactions).unwrap_or(0);
+        let history = self
+            .messages
+            .into_iter()
+            .map(|(pos, json)| {
+                serde_json::from_str::<ContextMessage>(&json)
+                    .map_err(|e| err(format!("its messages: message {pos}"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let queued = self
+            .queued
+            .iter()
+            .map(|row| {
+                row.queued()
+                    .map_err(|e| err(format!("its injections: injection {}", row.id), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cursor = Cursor {
+            stored: true,
+            history_len: history.len(),
+            compactions,
+            checkpoint: checkpoint.clone(),
+            ..Cursor::default()
+        };
+        Ok((
+            Restored {
+                checkpoint,
+                history,
+                queued,
+                last_injection: u64::try_from(self.last_injection).unwrap_or(0),
+                compactions,
+            },
+            cursor,
+        ))
+    }
+}
+
+fn text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ fn provenance(turn: u64) -> Provenance {
 /// A store in a new temporary folder, an empty session `s` and its cursor.
 fn fresh() -> (tempfile::TempDir, Store, TurnMachine, Cursor) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("s.db")).expect("open");
+    let store = Store::sqlite(&dir.path().join("s.db")).expect("open");
     (
         dir,
         store,
@@ -178,7 +178,10 @@ fn a_failed_commit_is_retried_by_the_next_one() {
     m.user_message("q1".into());
     m.model_replied(reply("a1"));
     m.enqueue(vec![Injection::context("fact")], &provenance(1));
-    store
+    let Store::Sqlite(sqlite) = &store else {
+        unreachable!("fresh() opens SQLite")
+    };
+    sqlite
         .conn()
         .execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON injections BEGIN SELECT RAISE(ABORT, 'disk says no'); END;")
         .expect("trigger");
@@ -197,7 +200,7 @@ fn a_failed_commit_is_retried_by_the_next_one() {
         store.load("s").expect("load").is_none(),
         "nothing was written"
     );
-    store
+    sqlite
         .conn()
         .execute_batch("DROP TRIGGER refuse;")
         .expect("drop trigger");
@@ -216,7 +219,9 @@ fn a_file_that_is_not_a_database_is_refused_with_its_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notes.txt");
     std::fs::write(&path, "these are my notes, not a database ".repeat(40)).expect("write");
-    let err = Store::open(&path).expect_err("not a database").to_string();
+    let err = Store::sqlite(&path)
+        .expect_err("not a database")
+        .to_string();
     assert!(err.contains("notes.txt"), "{err}");
     assert!(err.contains("SQLite"), "{err}");
     assert!(
@@ -231,7 +236,205 @@ fn a_file_that_is_not_a_database_is_refused_with_its_path() {
 fn a_second_host_on_the_same_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sub/dir/s.db");
-    let _first = Store::open(&path).expect("open, creating the folders");
-    let err = Store::open(&path).expect_err("locked").to_string();
+    let _first = Store::sqlite(&path).expect("open, creating the folders");
+    let err = Store::sqlite(&path).expect_err("locked").to_string();
     assert!(err.contains("in use by another process"), "{err}");
+}
+
+/// The PostgreSQL backend on a real server started for the test: the same round trip as
+/// SQLite, and what only a shared store has — leases, fencing, failover and the inbox.
+mod postgres {
+    use super::*;
+    use crate::store::postgres::{LeaseError, PgSettings, PgStore};
+    use murmur_e2e::postgres::Postgres;
+
+    fn settings(lease_wait: Duration) -> PgSettings {
+        PgSettings {
+            url_env: "TEST".into(),
+            lease_ttl: Duration::from_secs(30),
+            lease_wait,
+            pool_size: 4,
+        }
+    }
+
+    /// Two hosts' stores on one new database.
+    fn two_hosts(pg: &Postgres, db: &str) -> (Store, Store) {
+        let url = pg.database(db);
+        let open = || {
+            Store::Postgres(
+                PgStore::open(&url, settings(Duration::from_millis(300))).expect("open"),
+            )
+        };
+        (open(), open())
+    }
+
+    fn host(store: &Store) -> &PgStore {
+        store.shared().expect("a PostgreSQL store")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_fence_commits_and_a_dead_hosts_session_is_taken_over_with_its_queue() {
+        let pg = Postgres::start();
+        let (a, b) = two_hosts(&pg, "leases");
+        let mut m = TurnMachine::new("s".into(), settings_for_machine());
+        let mut cursor = Cursor::default();
+        m.user_message("q1".into());
+        // A new session needs no lease; every later commit does.
+        commit(&a, &mut cursor, &mut m);
+        m.model_replied(reply("a1"));
+        let events = m.take_events();
+        let err = a
+            .commit("s", &mut cursor, &m, &events)
+            .expect_err("no lease");
+        assert!(err.to_string().contains("holds no lease"), "{err}");
+
+        let lease = host(&a).acquire("s").await.expect("A leases");
+        assert_eq!(lease.took_over_from, None);
+        assert_eq!(lease.version, cursor.version());
+        cursor.set_lease(Some(lease.epoch));
+        m.enqueue(vec![Injection::instructions("coach")], &provenance(1));
+        commit(&a, &mut cursor, &mut m);
+
+        // B waits for all of lease_wait while A holds the session, then gives up naming A.
+        match host(&b).acquire("s").await {
+            Err(LeaseError::Busy { holder, .. }) => assert_eq!(holder, host(&a).host()),
+            other => panic!("{other:?}"),
+        }
+        // A dies: its lease runs out (on the database's clock).
+        pg.psql(
+            "leases",
+            "UPDATE sessions SET lease_expires = now() - interval '1 second'",
+        );
+        let taken = host(&b).acquire("s").await.expect("B takes over");
+        assert_eq!(taken.took_over_from.as_deref(), Some(host(&a).host()));
+        assert!(taken.epoch > lease.epoch);
+        let (restored, mut b_cursor) = b.load("s").expect("load").expect("stored");
+        assert_eq!(b_cursor.version(), taken.version);
+        assert_eq!(contents(&restored.history), ["q1", "a1"]);
+        assert_eq!(
+            restored.queued.len(),
+            1,
+            "the queued injection moved with it"
+        );
+
+        // A comes back from a pause and tries to write: fenced, nothing changes.
+        m.user_message("q2 from a stale host".into());
+        let events = m.take_events();
+        let err = a.commit("s", &mut cursor, &m, &events).expect_err("fenced");
+        assert!(err.to_string().contains("lost its lease"), "{err}");
+        assert!(!host(&a).renew("s", lease.epoch).expect("renew"));
+
+        // B goes on from what was stored.
+        let (mut bm, _) = TurnMachine::restore("s".into(), settings_for_machine(), restored);
+        b_cursor.set_lease(Some(taken.epoch));
+        bm.user_message("q2".into());
+        commit(&b, &mut b_cursor, &mut bm);
+        host(&b).release("s", taken.epoch).expect("release");
+        let again = host(&a).acquire("s").await.expect("free again");
+        assert_ne!(
+            again.version,
+            cursor.version(),
+            "A's copy is stale: it must reload"
+        );
+        let (restored, _) = a.load("s").expect("load").expect("stored");
+        assert_eq!(contents(&restored.history)[..3], ["q1", "a1", "q2"]);
+        assert!(restored.queued.is_empty(), "delivered at B's turn");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inbox_entry_lands_in_the_queue_once() {
+        let pg = Postgres::start();
+        let (a, b) = two_hosts(&pg, "inbox");
+        let mut m = TurnMachine::new("s".into(), settings_for_machine());
+        let mut cursor = Cursor::default();
+        m.user_message("q1".into());
+        m.model_replied(reply("a1"));
+        commit(&b, &mut cursor, &mut m);
+        let lease = host(&b).acquire("s").await.expect("B leases");
+        cursor.set_lease(Some(lease.epoch));
+
+        // A's run about turn 1 ends after the session moved to B.
+        let p = provenance(1);
+        host(&a)
+            .inbox_push(
+                "s",
+                &p,
+                &[Injection::instructions("late coach").with_key("k")],
+            )
+            .expect("push");
+        let items = host(&b).inbox("s", &cursor).expect("read");
+        assert_eq!(items.len(), 1);
+        for item in &items {
+            cursor.claim(item.seq);
+            m.enqueue(vec![item.injection.clone()], &item.provenance);
+        }
+        // Not read twice before the commit that stores it.
+        assert!(host(&b).inbox("s", &cursor).expect("read").is_empty());
+        commit(&b, &mut cursor, &mut m);
+        assert!(host(&b).inbox("s", &cursor).expect("read").is_empty());
+        assert_eq!(pg.psql("inbox", "SELECT count(*) FROM inbox").trim(), "0");
+        let (restored, _) = b.load("s").expect("load").expect("stored");
+        assert_eq!(restored.queued.len(), 1);
+        assert_eq!(restored.queued[0].injection.content, "late coach");
+        assert_eq!(restored.queued[0].provenance, p);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loaded_session_equals_the_committed_one() {
+        let pg = Postgres::start();
+        let (a, _) = two_hosts(&pg, "roundtrip");
+        let mut m = TurnMachine::new("s".into(), settings_for_machine());
+        let mut cursor = Cursor::default();
+        m.set_system_prompt("OWN".into());
+        m.user_message("q1".into());
+        commit(&a, &mut cursor, &mut m);
+        let lease = host(&a).acquire("s").await.expect("lease");
+        cursor.set_lease(Some(lease.epoch));
+        m.model_replied(reply("a1"));
+        m.enqueue(
+            vec![
+                Injection::instructions("old").with_key("k"),
+                Injection::instructions("new").with_key("k"),
+                Injection::context("fact").with_details(serde_json::json!({"n": 1})),
+            ],
+            &provenance(1),
+        );
+        commit(&a, &mut cursor, &mut m);
+        let (restored, _) = a.load("s").expect("load").expect("stored");
+        assert_eq!(&restored.history, &m.history().to_vec());
+        assert_eq!(restored.checkpoint, m.checkpoint());
+        let queued: Vec<&Queued> = m.queue().iter().collect();
+        assert_eq!(restored.queued.iter().collect::<Vec<_>>(), queued);
+        assert_eq!(restored.last_injection, 3);
+        let events = a.injection_events("s").expect("events");
+        assert!(matches!(
+            events.get(1),
+            Some(EventKind::InjectionSuperseded { id: 1, by: 2, .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_database_is_an_error_naming_it_and_calls_fail_fast() {
+        let store = PgStore::open(
+            "postgres://murmur@127.0.0.1:1/nowhere",
+            settings(Duration::from_millis(300)),
+        )
+        .expect("opening connects nothing");
+        let first = store.ping().await.expect_err("unreachable").to_string();
+        assert!(
+            first.contains("PostgreSQL murmur@127.0.0.1:1/nowhere")
+                && first.contains("cannot reach"),
+            "{first}"
+        );
+        let second = store.ping().await.expect_err("still").to_string();
+        assert!(second.contains("next attempt in"), "{second}");
+        let bad = PgStore::open("mysql://x", settings(Duration::ZERO)).expect_err("not a URL");
+        assert!(bad.to_string().contains("$TEST"), "{bad}");
+    }
+
+    fn settings_for_machine() -> Arc<SessionSettings> {
+        super::settings()
+    }
+
+    use std::time::Duration;
 }
