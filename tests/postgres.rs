@@ -166,6 +166,25 @@ fn s37_two_hosts_share_a_session_through_postgres_and_survive_a_kill_mid_turn() 
         // other host's next turn.
         std::thread::sleep(Duration::from_millis(700));
     }
+    // The host that took the session over counted it.
+    let taken_over: u64 = hosts
+        .values()
+        .map(|h| {
+            let text = http
+                .get(h.url("/metrics"))
+                .send()
+                .and_then(|r| r.text())
+                .expect("metrics");
+            text.lines()
+                .find_map(|l| l.strip_prefix("murmur_sessions_taken_over_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        taken_over, 1,
+        "murmur_sessions_taken_over_total over both hosts"
+    );
     // The last turn's slow analyzer has finished (see the pause above); stop both hosts.
     for (_, server) in std::mem::take(&mut hosts) {
         stop(server);

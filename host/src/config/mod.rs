@@ -1384,6 +1384,51 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_store_has_defaults_and_its_keys_are_checked() {
+        let c = parse(&format!("{MINIMAL}[store]\nkind = \"postgres\"\n")).expect("valid");
+        assert_eq!(
+            c.store,
+            StoreSettings::Postgres(crate::store::postgres::PgSettings::default())
+        );
+        let c = parse(&format!(
+            "{MINIMAL}[store]\nkind = \"postgres\"\nurl_env = \"DB\"\nlease_ttl = \"3s\"\nlease_wait = \"1m\"\npool_size = 4\n"
+        ))
+        .expect("valid");
+        let StoreSettings::Postgres(pg) = c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(
+            (
+                pg.url_env.as_str(),
+                pg.lease_ttl,
+                pg.lease_wait,
+                pg.pool_size
+            ),
+            ("DB", Duration::from_secs(3), Duration::from_secs(60), 4)
+        );
+        let err = parse(&format!(
+            "{MINIMAL}[store]\nkind = \"postgres\"\npath = \"x.db\"\nurl_env = \"postgres://u@h/db\"\nlease_ttl = \"500ms\"\n"
+        ))
+        .expect_err("three problems");
+        let keys: Vec<_> = err.0.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("store.path", Some(6)),
+                ("store.url_env", Some(7)),
+                ("store.lease_ttl", Some(8))
+            ],
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}[store]\nlease_wait = \"5s\"\n")).expect_err("sqlite");
+        assert!(
+            err.to_string()
+                .contains("only a PostgreSQL store has `lease_wait`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_name_the_key_and_line() {
         let err = parse(&format!(
             "{MINIMAL}\n[[analyzer]]\nname = \"a\"\ntimout = \"1s\"\n"

@@ -58,6 +58,7 @@ pub struct Metrics {
     tokens: Family<Kind, Counter>,
     sessions: Gauge,
     http_requests: Family<Outcome, Counter>,
+    taken_over: Counter,
     turn_started: Mutex<HashMap<(Arc<str>, u64), u64>>,
 }
 
@@ -112,7 +113,14 @@ impl Default for Metrics {
             "HTTP requests answered, by status class (2xx, 4xx, 5xx)",
             http_requests.clone(),
         );
+        let taken_over = Counter::default();
+        registry.register(
+            "sessions_taken_over",
+            "Sessions this host took over from a host whose lease expired (shared store)",
+            taken_over.clone(),
+        );
         Metrics {
+            taken_over,
             registry,
             turns,
             turn_seconds,
@@ -226,6 +234,9 @@ impl Observer for Metrics {
             EventKind::InjectionStale { .. } => self.fate("stale"),
             EventKind::InjectionRejected { .. } => self.fate("rejected"),
             EventKind::InjectionUndelivered { .. } => self.fate("undelivered"),
+            EventKind::SessionTakenOver { .. } => {
+                self.taken_over.inc();
+            }
             EventKind::SessionClosed { .. } => {
                 started().retain(|(s, _), _| *s != event.session);
             }
