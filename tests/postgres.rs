@@ -445,3 +445,65 @@ fn a_host_whose_database_is_down_answers_503_with_the_reason_and_recovers() {
     );
     assert_eq!(stored.lines().collect::<Vec<_>>(), ["one", "two"]);
 }
+
+#[test]
+fn a_stateless_openai_client_continues_its_conversation_on_the_other_host() {
+    let pg = Postgres::start();
+    let url = pg.database("murmur");
+    let t = setup("postgres-completions");
+    t.plugins(&["configurable"]);
+    t.config(CONFIG_TOML);
+    t.model_script(&[
+        json!({"text": "Paris."}),
+        json!({"text": "About two million."}),
+    ]);
+    let env = [("MURMUR_TEST_DATABASE_URL", url.as_str())];
+    let a = t.serve_with(&["--record-model-input", "inputs-a.jsonl"], &env);
+    let b = t.serve_with(&["--record-model-input", "inputs-b.jsonl"], &env);
+    let http = client();
+    let complete = |server: &Server, messages: Value| -> String {
+        let r = http
+            .post(server.url("/v1/chat/completions"))
+            .json(&json!({"model": "murmur", "messages": messages}))
+            .send()
+            .expect("a completion");
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().expect("json");
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content")
+            .to_string()
+    };
+    let first = complete(
+        &a,
+        json!([{"role": "user", "content": "What is the capital of France?"}]),
+    );
+    assert_eq!(first, "Paris.");
+    // The client resends the whole conversation, this time to the other host.
+    let second = complete(
+        &b,
+        json!([
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": "How many people live there?"}
+        ]),
+    );
+    // Host b's script starts at its own first reply.
+    assert_eq!(second, "Paris.");
+    assert_eq!(
+        pg.psql("murmur", "SELECT count(*) FROM sessions").trim(),
+        "1",
+        "one session, not a new one per host"
+    );
+    // Host b's model input continues host a's session: the note its analyzer made during
+    // turn 1 is there, and this is turn 2.
+    let inputs = jsonl(&t.join("inputs-b.jsonl"));
+    let input = inputs.last().expect("host b called the model");
+    assert_eq!(num(input, "turn"), 2, "{input}");
+    let notes: Vec<&str> = messages(input)
+        .iter()
+        .filter(|m| m["origin"] == "injection")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(notes, ["ctx 1"], "{input}");
+}
