@@ -417,6 +417,11 @@ fn a_host_whose_database_is_down_answers_503_with_the_reason_and_recovers() {
                 || r.contains("cannot reach")),
         "{down}"
     );
+    let not_created = http
+        .post(server.url("/v1/sessions"))
+        .send()
+        .expect("create a session");
+    assert_eq!(not_created.status(), StatusCode::SERVICE_UNAVAILABLE);
     let refused = say("two");
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = refused.json().expect("json");

@@ -149,8 +149,14 @@ impl App {
             };
             self.conversations().forget(&old);
             let hub = self.hub.clone();
+            // With a shared store, other hosts may continue it: only this host's copy goes.
+            let shared = self.runtime.store().is_some_and(|s| s.shared().is_some());
             tokio::spawn(async move {
-                session.close().await;
+                if shared {
+                    session.suspend().await;
+                } else {
+                    session.close().await;
+                }
                 hub.remove(&old);
             });
         }
@@ -389,6 +395,9 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn create_session(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    if let Some(pg) = app.runtime.store().and_then(|s| s.shared()) {
+        pg.ping().await.map_err(unavailable)?;
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     app.open(&id, Seed::default(), false)?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())

@@ -910,10 +910,18 @@ impl Actor {
         }
     }
 
-    /// Starts acquiring the lease, unless that is under way.
+    /// Starts acquiring the lease, unless that is under way. A session that was never
+    /// stored (the database was down when it opened) is stored first.
     fn acquire(&mut self) {
         if !matches!(self.lease, Lease::Released) {
             return;
+        }
+        if self.cursor.as_ref().is_some_and(|c| !c.stored()) {
+            self.commit(&[]);
+            if let Some(why) = self.store_error.clone() {
+                self.refuse_parked(&why, false);
+                return;
+            }
         }
         let shared = self.shared.clone();
         let id = self.id.clone();
