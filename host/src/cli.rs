@@ -484,6 +484,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let reloader = crate::plugins::reload::Reloader::new(config.clone(), catalog, runtime.clone());
         let _watch = crate::plugins::reload::watch(reloader).map_err(|e| anyhow::anyhow!(e))?;
         let app = server::App::new(runtime, hub, metrics, settings.clone(), token.clone());
+        let takeovers = server::App::watch_leases(&app);
         let resumed = app.resume()?;
         match app.store().map(|s| (s.place(), s.shared())) {
             Some((place, None)) => {
@@ -514,6 +515,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
             .await
             .context("the HTTP server failed")?;
+        if let Some(watch) = &takeovers {
+            watch.abort();
+        }
         app.shutdown(Duration::from_secs(2)).await;
         anyhow::Ok(())
     })?;

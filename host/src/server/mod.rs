@@ -226,6 +226,35 @@ impl App {
         Ok(stored.len())
     }
 
+    /// With a shared store: every half `lease_ttl`, takes over the sessions whose host died
+    /// holding their lease (it expired), so that their interrupted turns end and the messages
+    /// that were waiting get their turns without waiting for the next request. Hosts race for
+    /// each such session; one wins, the others leave it. Abort the task before
+    /// [`App::shutdown`].
+    pub fn watch_leases(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+        let ttl = app.runtime.store()?.shared()?.settings().lease_ttl;
+        let app = app.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(pg) = app.runtime.store().and_then(|s| s.shared()) else {
+                    return;
+                };
+                // An unreachable database is reported by the requests and /healthz.
+                let Ok(orphans) = pg.orphans().await else {
+                    continue;
+                };
+                for id in orphans {
+                    if let Ok(session) = app.session(&id).await {
+                        session.take_over();
+                    }
+                }
+            }
+        }))
+    }
+
     /// Stops the host. With a store, sessions are suspended: running turns stop and are
     /// stored, and every session resumes at the next start. Without one, sessions close
     /// (`turn_complete` and `chat_end` work finishes). Then the runtime shuts down.

@@ -61,6 +61,8 @@ enum Command {
         answered: oneshot::Sender<Result<TurnEnd, ResumeError>>,
     },
     Stop,
+    /// Take the session over from a host whose lease expired, if no other host did.
+    TakeOver,
     Transcript(oneshot::Sender<Vec<ContextMessage>>),
     Close(oneshot::Sender<()>),
     Suspend(oneshot::Sender<()>),
@@ -270,6 +272,14 @@ impl Session {
             })
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// With a shared store: takes the session over from a host whose lease on it expired
+    /// (the host died mid-turn). The interrupted turn ends as stopped, messages that were
+    /// waiting start their turns, and the lease is released once the session is idle. Does
+    /// nothing if another host holds a live lease on it.
+    pub fn take_over(&self) {
+        let _ = self.tx.send(Command::TakeOver);
     }
 
     /// Stops the running turn, if any (S36).
@@ -482,7 +492,10 @@ impl Actor {
     fn command(&mut self, command: Command) {
         let needs_lease = matches!(
             command,
-            Command::User { .. } | Command::ToolResults { .. } | Command::Close(_)
+            Command::User { .. }
+                | Command::ToolResults { .. }
+                | Command::Close(_)
+                | Command::TakeOver
         );
         if needs_lease
             && (!self.parked.is_empty() || matches!(self.lease, Lease::Released | Lease::Acquiring))
@@ -518,6 +531,9 @@ impl Actor {
                 }
             },
             Command::Stop => self.stop(),
+            // Holding the lease is the whole of it: loading the session ended its
+            // interrupted turn.
+            Command::TakeOver => {}
             Command::Transcript(reply) => {
                 let _ = reply.send(self.machine.history().to_vec());
             }
@@ -925,10 +941,19 @@ impl Actor {
         }
         let shared = self.shared.clone();
         let id = self.id.clone();
+        // A takeover alone does not wait for a live lease: that host is not dead.
+        let only_takeover = self.parked.iter().all(|c| matches!(c, Command::TakeOver));
         self.lease = Lease::Acquiring;
         self.acquiring = Some(Box::pin(async move {
             match shared.store.as_deref().and_then(|s| s.shared()) {
-                Some(pg) => pg.acquire(&id).await,
+                Some(pg) => {
+                    let wait = if only_takeover {
+                        Duration::ZERO
+                    } else {
+                        pg.settings().lease_wait
+                    };
+                    pg.acquire(&id, wait).await
+                }
                 None => Err(LeaseError::NoSession(id.to_string())),
             }
         }));
@@ -1011,7 +1036,7 @@ impl Actor {
 
     /// Answers the parked commands: the session is closed, or not available now.
     fn refuse_parked(&mut self, why: &str, closed: bool) {
-        if !self.parked.is_empty() {
+        if self.parked.iter().any(|c| !matches!(c, Command::TakeOver)) {
             tracing::warn!(session = &*self.id, "{why}");
         }
         for command in std::mem::take(&mut self.parked) {

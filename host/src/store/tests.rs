@@ -248,6 +248,8 @@ mod postgres {
     use crate::store::postgres::{LeaseError, PgSettings, PgStore};
     use murmur_e2e::postgres::Postgres;
 
+    const WAIT: Duration = Duration::from_millis(300);
+
     fn settings(lease_wait: Duration) -> PgSettings {
         PgSettings {
             url_env: "TEST".into(),
@@ -288,7 +290,7 @@ mod postgres {
             .expect_err("no lease");
         assert!(err.to_string().contains("holds no lease"), "{err}");
 
-        let lease = host(&a).acquire("s").await.expect("A leases");
+        let lease = host(&a).acquire("s", WAIT).await.expect("A leases");
         assert_eq!(lease.took_over_from, None);
         assert_eq!(lease.version, cursor.version());
         cursor.set_lease(Some(lease.epoch));
@@ -296,7 +298,7 @@ mod postgres {
         commit(&a, &mut cursor, &mut m);
 
         // B waits for all of lease_wait while A holds the session, then gives up naming A.
-        match host(&b).acquire("s").await {
+        match host(&b).acquire("s", WAIT).await {
             Err(LeaseError::Busy { holder, .. }) => assert_eq!(holder, host(&a).host()),
             other => panic!("{other:?}"),
         }
@@ -305,7 +307,9 @@ mod postgres {
             "leases",
             "UPDATE sessions SET lease_expires = now() - interval '1 second'",
         );
-        let taken = host(&b).acquire("s").await.expect("B takes over");
+        assert_eq!(host(&b).orphans().await.expect("orphans"), ["s"]);
+        let taken = host(&b).acquire("s", WAIT).await.expect("B takes over");
+        assert!(host(&b).orphans().await.expect("orphans").is_empty());
         assert_eq!(taken.took_over_from.as_deref(), Some(host(&a).host()));
         assert!(taken.epoch > lease.epoch);
         let (restored, mut b_cursor) = b.load("s").expect("load").expect("stored");
@@ -330,7 +334,7 @@ mod postgres {
         bm.user_message("q2".into());
         commit(&b, &mut b_cursor, &mut bm);
         host(&b).release("s", taken.epoch).expect("release");
-        let again = host(&a).acquire("s").await.expect("free again");
+        let again = host(&a).acquire("s", WAIT).await.expect("free again");
         assert_ne!(
             again.version,
             cursor.version(),
@@ -350,7 +354,7 @@ mod postgres {
         m.user_message("q1".into());
         m.model_replied(reply("a1"));
         commit(&b, &mut cursor, &mut m);
-        let lease = host(&b).acquire("s").await.expect("B leases");
+        let lease = host(&b).acquire("s", WAIT).await.expect("B leases");
         cursor.set_lease(Some(lease.epoch));
 
         // A's run about turn 1 ends after the session moved to B.
@@ -388,7 +392,7 @@ mod postgres {
         m.set_system_prompt("OWN".into());
         m.user_message("q1".into());
         commit(&a, &mut cursor, &mut m);
-        let lease = host(&a).acquire("s").await.expect("lease");
+        let lease = host(&a).acquire("s", WAIT).await.expect("lease");
         cursor.set_lease(Some(lease.epoch));
         m.model_replied(reply("a1"));
         m.enqueue(

@@ -630,9 +630,9 @@ impl PgStore {
         })?
     }
 
-    /// Acquires the lease on session `id` for this host, waiting up to `lease_wait` while
-    /// another host holds it.
-    pub async fn acquire(&self, id: &str) -> Result<Acquired, LeaseError> {
+    /// Acquires the lease on session `id` for this host, waiting up to `wait` while another
+    /// host holds it (the actor waits `lease_wait`; a takeover does not wait).
+    pub async fn acquire(&self, id: &str, wait: Duration) -> Result<Acquired, LeaseError> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
@@ -681,7 +681,7 @@ impl PgStore {
             let holder: Option<String> = row.try_get(0).unwrap_or_default();
             let left: Option<f64> = row.try_get(1).unwrap_or_default();
             let waited = started.elapsed();
-            if waited >= self.settings.lease_wait {
+            if waited >= wait {
                 return Err(LeaseError::Busy {
                     session: id.to_string(),
                     holder: holder.unwrap_or_else(|| "?".into()),
@@ -693,10 +693,29 @@ impl PgStore {
             let left = Duration::from_secs_f64(left.unwrap_or(0.0).max(0.0));
             let nap = pause
                 .min(left + Duration::from_millis(5))
-                .min(self.settings.lease_wait - waited);
+                .min(wait - waited);
             tokio::time::sleep(nap).await;
             pause = (pause * 3 / 2).min(Duration::from_millis(250));
         }
+    }
+
+    /// Sessions whose lease ran out while a host held it — the host died, or lost the
+    /// database — oldest expiry first: some other host should take them over.
+    pub async fn orphans(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM sessions
+                 WHERE lease_holder IS NOT NULL AND lease_expires < now()
+                 ORDER BY lease_expires LIMIT 100",
+                &[],
+            )
+            .await
+            .map_err(|e| self.error("cannot look for expired leases", e))?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error("cannot look for expired leases", e))
     }
 
     /// Extends the lease: `Ok(false)` if this host no longer holds it.
