@@ -190,6 +190,97 @@ impl Postgres {
         );
     }
 
+    /// Makes the server offer TLS with a certificate for 127.0.0.1 and `localhost`, signed
+    /// by a new certificate authority (made with the `openssl` command, which
+    /// `scripts/setup --tests` installs); returns the authority's PEM file.
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509", "-days", "2", "-subj", "/CN=Murmur test CA"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req", "-subj", "/CN=127.0.0.1"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write server.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod server.key");
+        if let Some(user) = self.user {
+            let ok = Command::new("chown")
+                .arg(format!("{user}:"))
+                .args([&key, &dir.join("server.crt")])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot give the server's key to `{user}`");
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql(
+            "postgres",
+            &format!(
+                "ALTER SYSTEM SET ssl_cert_file = '{}'",
+                dir.join("server.crt").display()
+            ),
+        );
+        self.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+        );
+        self.stop();
+        self.restart();
+        dir.join("ca.pem")
+    }
+
     /// The folder of the cluster, for its log.
     pub fn path(&self) -> &Path {
         self.dir.path()

@@ -582,6 +582,7 @@ impl Resolver<'_> {
                 ("lease_ttl", raw.lease_ttl.as_ref().map(|v| v.span())),
                 ("lease_wait", raw.lease_wait.as_ref().map(|v| v.span())),
                 ("pool_size", raw.pool_size.as_ref().map(|v| v.span())),
+                ("tls_ca_file", raw.tls_ca_file.as_ref().map(|v| v.span())),
             ];
             if kind_name != "postgres" {
                 for (key, span) in postgres_keys {
@@ -664,6 +665,16 @@ impl Resolver<'_> {
                         1,
                         d.pool_size as u32,
                     ) as usize,
+                    tls_ca_file: raw.tls_ca_file.as_ref().map(|p| {
+                        if p.get_ref().trim().is_empty() {
+                            self.error(
+                                Some(p.span()),
+                                "store.tls_ca_file",
+                                "must name a PEM file of certificate authorities",
+                            );
+                        }
+                        self.path(p.get_ref())
+                    }),
                 })
             }
             Some((other, span)) => {
@@ -1391,7 +1402,7 @@ mod tests {
             StoreSettings::Postgres(crate::store::postgres::PgSettings::default())
         );
         let c = parse(&format!(
-            "{MINIMAL}[store]\nkind = \"postgres\"\nurl_env = \"DB\"\nlease_ttl = \"3s\"\nlease_wait = \"1m\"\npool_size = 4\n"
+            "{MINIMAL}[store]\nkind = \"postgres\"\nurl_env = \"DB\"\nlease_ttl = \"3s\"\nlease_wait = \"1m\"\npool_size = 4\ntls_ca_file = \"certs/ca.pem\"\n"
         ))
         .expect("valid");
         let StoreSettings::Postgres(pg) = c.store else {
@@ -1406,6 +1417,8 @@ mod tests {
             ),
             ("DB", Duration::from_secs(3), Duration::from_secs(60), 4)
         );
+        let ca = pg.tls_ca_file.expect("tls_ca_file");
+        assert!(ca.ends_with("certs/ca.pem"), "{}", ca.display());
         let err = parse(&format!(
             "{MINIMAL}[store]\nkind = \"postgres\"\npath = \"x.db\"\nurl_env = \"postgres://u@h/db\"\nlease_ttl = \"500ms\"\n"
         ))
@@ -1418,6 +1431,13 @@ mod tests {
                 ("store.url_env", Some(7)),
                 ("store.lease_ttl", Some(8))
             ],
+            "{err}"
+        );
+        let err =
+            parse(&format!("{MINIMAL}[store]\ntls_ca_file = \"ca.pem\"\n")).expect_err("sqlite");
+        assert!(
+            err.to_string()
+                .contains("only a PostgreSQL store has `tls_ca_file`"),
             "{err}"
         );
         let err = parse(&format!("{MINIMAL}[store]\nlease_wait = \"5s\"\n")).expect_err("sqlite");

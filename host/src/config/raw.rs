@@ -49,6 +49,7 @@ pub struct RawStore {
     pub lease_ttl: Option<Spanned<String>>,
     pub lease_wait: Option<Spanned<String>>,
     pub pool_size: Option<Spanned<i64>>,
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 /// `[server]`.

@@ -256,6 +256,7 @@ mod postgres {
             lease_ttl: Duration::from_secs(30),
             lease_wait,
             pool_size: 4,
+            tls_ca_file: None,
         }
     }
 
@@ -434,6 +435,79 @@ mod postgres {
         assert!(second.contains("next attempt in"), "{second}");
         let bad = PgStore::open("mysql://x", settings(Duration::ZERO)).expect_err("not a URL");
         assert!(bad.to_string().contains("$TEST"), "{bad}");
+    }
+
+    /// TLS follows the URL's sslmode, and the server's certificate is always verified:
+    /// against `tls_ca_file`, or Mozilla's roots without one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_is_negotiated_as_the_url_says_and_the_certificate_is_verified() {
+        let pg = Postgres::start();
+        let url = pg.database("tls");
+        let open = |url: &str, ca: Option<&std::path::Path>| {
+            let settings = PgSettings {
+                tls_ca_file: ca.map(Into::into),
+                ..settings(WAIT)
+            };
+            PgStore::open(url, settings).expect("open")
+        };
+        // A server without TLS: `require` is refused, the default (`prefer`) goes plain.
+        let err = open(&format!("{url}?sslmode=require"), None)
+            .ping()
+            .await
+            .expect_err("no TLS on the server")
+            .to_string();
+        assert!(err.contains("server does not support TLS"), "{err}");
+        open(&url, None).ping().await.expect("plain");
+
+        let ca = pg.enable_tls();
+        let tls_connections = || {
+            pg.psql(
+                "tls",
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE ssl AND application_name = 'murmur'",
+            )
+        };
+        // Trusting the authority that signed the server's certificate: encrypted.
+        let store = open(&format!("{url}?sslmode=require"), Some(&ca));
+        store.ping().await.expect("TLS with the test CA");
+        assert_eq!(tls_connections().trim(), "1");
+        // `prefer` (the default) with an untrusted certificate fails and says what to do,
+        // rather than connecting to a server it cannot authenticate.
+        let err = open(&url, None)
+            .ping()
+            .await
+            .expect_err("the test CA is not among Mozilla's roots")
+            .to_string();
+        assert!(
+            err.contains("TLS certificate is not trusted") && err.contains("tls_ca_file"),
+            "{err}"
+        );
+        // The certificate must name the host: the same server under another name fails.
+        let other = url.replace("127.0.0.1", "db.invalid");
+        let err = open(
+            &format!("{other}?sslmode=require&hostaddr=127.0.0.1"),
+            Some(&ca),
+        )
+        .ping()
+        .await
+        .expect_err("db.invalid is not in the certificate");
+        assert!(err.to_string().contains("not trusted"), "{err}");
+        // A file without certificates is refused when the store is opened, naming it.
+        let empty = pg.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = PgStore::open(
+            &url,
+            PgSettings {
+                tls_ca_file: Some(empty.clone()),
+                ..settings(WAIT)
+            },
+        )
+        .expect_err("no certificate in it")
+        .to_string();
+        assert!(
+            err.contains("empty.pem") && err.contains("store.tls_ca_file"),
+            "{err}"
+        );
     }
 
     fn settings_for_machine() -> Arc<SessionSettings> {

@@ -27,12 +27,13 @@
 //! first connection that succeeds.
 
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio::runtime::{Handle, RuntimeFlavor};
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, Row};
 
 use super::{
     now_ms, text, Cursor, Delta, InjectionRow, Loaded, Restored, StoreError, StoredSession, Write,
@@ -68,6 +69,9 @@ pub struct PgSettings {
     pub lease_wait: Duration,
     /// The most connections this host opens.
     pub pool_size: usize,
+    /// A PEM file of the certificate authorities that sign the server's certificate;
+    /// without one, the web's public authorities (Mozilla's list) are trusted.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for PgSettings {
@@ -77,6 +81,7 @@ impl Default for PgSettings {
             lease_ttl: Duration::from_secs(10),
             lease_wait: Duration::from_secs(60),
             pool_size: 16,
+            tls_ca_file: None,
         }
     }
 }
@@ -176,9 +181,15 @@ impl PgStore {
             what: "must be opened inside the async runtime".into(),
             source: Box::new(e),
         })?;
+        let tls =
+            tls_connector(settings.tls_ca_file.as_deref()).map_err(|(what, e)| StoreError {
+                place: place.clone(),
+                what,
+                source: e,
+            })?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -267,7 +278,7 @@ impl PgStore {
         let mut client = match self.pool.get().await {
             Ok(c) => c,
             Err(e) => {
-                let why = e.to_string();
+                let why = causes(&e);
                 let mut down = self.lock_down();
                 let pause = down
                     .as_ref()
@@ -278,9 +289,16 @@ impl PgStore {
                 *down = Some(Down {
                     until: Instant::now() + pause,
                     pause,
-                    why,
+                    why: why.clone(),
                 });
-                return Err(self.error("cannot reach the database", e));
+                let what = if untrusted_certificate(&e) {
+                    "cannot reach the database: its TLS certificate is not trusted (name the \
+                     authority that signed it in [store] tls_ca_file, or on a private network \
+                     put sslmode=disable in the URL)"
+                } else {
+                    "cannot reach the database"
+                };
+                return Err(self.error(what, why));
             }
         };
         if self.lock_down().take().is_some() {
@@ -966,6 +984,91 @@ async fn record_injection(
 }
 
 /// `user@host:port/database`, for messages.
+/// The TLS side of connections. Whether TLS is used follows the URL's `sslmode` (`disable`,
+/// `prefer`, the default, or `require`); when it is, the server's certificate and host name
+/// are always verified, against `ca_file` if given, else against Mozilla's roots. (libpq's
+/// `prefer` and `require` accept any certificate; Murmur does not.)
+fn tls_connector(
+    ca_file: Option<&Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, (String, BoxError)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let named = |what: &str| format!("{what} {} (store.tls_ca_file)", path.display());
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    (
+                        named("cannot read the certificates of"),
+                        Box::new(e) as BoxError,
+                    )
+                })?;
+            if certs.is_empty() {
+                return Err((
+                    named("no PEM certificate (-----BEGIN CERTIFICATE-----) in"),
+                    "the file holds no certificate".into(),
+                ));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    (
+                        named("a certificate is not usable in"),
+                        Box::new(e) as BoxError,
+                    )
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ("cannot set up TLS".to_string(), Box::new(e) as BoxError))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// An error and its causes in one line ("error performing TLS handshake: server does not
+/// support TLS"), each cause once.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+/// Whether a connection failed because the server's certificate was not trusted.
+fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(rustls::Error::InvalidCertificate(_)) = c.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)))
+            {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
+}
+
 fn describe(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
