@@ -5,6 +5,8 @@
 //! checks that every message is stored once and in order, that every injection — including
 //! those whose analyzer run ended after the session had moved to the other host — is
 //! delivered exactly once and in order, and that the other host took the session over.
+//! Further tests: a database that goes down and comes back, a stateless OpenAI client that
+//! switches hosts, and a full host that unloads idle sessions and loads them again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -533,4 +535,147 @@ fn a_stateless_openai_client_continues_its_conversation_on_the_other_host() {
         .filter_map(|m| m["content"].as_str())
         .collect();
     assert_eq!(notes, ["ctx 1"], "{input}");
+}
+
+/// With a shared store a host keeps in memory only the sessions in use: at
+/// `server.max_sessions` it unloads the least recently used idle one (the database keeps
+/// it), never one whose analyzer run is still in flight, and an unloaded session's next
+/// message loads it again with nothing lost.
+#[test]
+fn a_full_host_unloads_idle_sessions_and_loads_them_again_with_nothing_lost() {
+    let pg = Postgres::start();
+    let url = pg.database("murmur");
+    let t = setup("postgres-unload");
+    t.plugins(&["configurable"]);
+    t.config(
+        r#"[model]
+provider = "scripted"
+script = "replies.jsonl"
+
+[store]
+kind = "postgres"
+url_env = "MURMUR_TEST_DATABASE_URL"
+
+[server]
+max_sessions = 2
+
+# Runs for 3 s after each turn: its session is busy meanwhile.
+[[analyzer]]
+name = "coach"
+plugin = "configurable"
+hooks = ["turn_complete"]
+[analyzer.config]
+role = "system"
+text = "coach {turn}"
+delay_ms = 3000
+"#,
+    );
+    t.model_script(&[
+        json!({"text": "r1"}),
+        json!({"text": "r2"}),
+        json!({"text": "r3"}),
+    ]);
+    let env = [("MURMUR_TEST_DATABASE_URL", url.as_str())];
+    let server = t.serve_with(&["--record-model-input", "inputs.jsonl"], &env);
+    let http = client();
+    let create = || {
+        http.post(server.url("/v1/sessions"))
+            .send()
+            .expect("create a session")
+    };
+    let id_of = |r: reqwest::blocking::Response| -> String {
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().expect("json")["id"]
+            .as_str()
+            .expect("an id")
+            .to_string()
+    };
+    let say = |id: &str, text: &str| -> Value {
+        let events = read_sse(
+            http.post(server.url(&format!("/v1/sessions/{id}/messages")))
+                .json(&json!({ "content": text }))
+                .send()
+                .expect("send a message"),
+        );
+        events.last().expect("events").data.clone()
+    };
+    let open_now = || -> f64 {
+        let text = http
+            .get(server.url("/metrics"))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("murmur_sessions_open "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("murmur_sessions_open")
+    };
+
+    let s1 = id_of(create());
+    assert_eq!(say(&s1, "one")["turn"], 1);
+    let s2 = id_of(create());
+    assert_eq!(say(&s2, "two")["turn"], 1);
+    // Both sessions' analyzer runs are in flight: neither may go.
+    let refused = create();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = refused.json().expect("json");
+    assert_eq!(body["error"]["type"], "too_many_sessions", "{body}");
+
+    // Once the runs end, the least recently used session (s1) is unloaded for a new one.
+    let started = Instant::now();
+    let s3 = loop {
+        let r = create();
+        if r.status() == StatusCode::CREATED {
+            break id_of(r);
+        }
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(started.elapsed() < Duration::from_secs(60), "never room");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(open_now(), 2.0);
+    assert_eq!(
+        pg.psql("murmur", "SELECT count(*) FROM sessions").trim(),
+        "3",
+        "an unloaded session stays in the database"
+    );
+
+    // s1's next message loads it again (unloading s2, now the least recently used idle
+    // one): its history and the note its analyzer made after turn 1 are all there.
+    let end = say(&s1, "three");
+    assert_eq!(end["turn"], 2, "{end}");
+    assert_eq!(open_now(), 2.0);
+    let inputs = jsonl(&t.join("inputs.jsonl"));
+    let input = inputs.last().expect("the model was called");
+    assert_eq!(input["session"], s1.as_str(), "{input}");
+    let contents: Vec<&str> = messages(input)
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["one", "r1", "three"], "{input}");
+    assert!(
+        input["instructions"]
+            .as_str()
+            .is_some_and(|i| i.contains("coach 1")),
+        "the note from s1's turn 1 is in turn 2's instructions: {input}"
+    );
+    // s2 comes back the same way.
+    assert_eq!(say(&s2, "four")["turn"], 2);
+    // Reading an unloaded session needs no room, even while every session in memory is
+    // busy; a message for it does.
+    let transcript = http
+        .get(server.url(&format!("/v1/sessions/{s1}")))
+        .send()
+        .expect("transcript");
+    assert_eq!(transcript.status(), StatusCode::OK);
+    let transcript: Value = transcript.json().expect("json");
+    assert_eq!(transcript["messages"].as_array().map(Vec::len), Some(4));
+    let stored: Value = http
+        .get(server.url(&format!("/v1/sessions/{s3}")))
+        .send()
+        .expect("transcript")
+        .json()
+        .expect("json");
+    assert_eq!(stored["id"], s3.as_str(), "{stored}");
+    stop(server);
 }

@@ -98,6 +98,11 @@ impl Conversations {
         self.release(id, key);
     }
 
+    /// Whether a request is using session `id` now.
+    pub fn is_busy(&self, id: &str) -> bool {
+        self.busy.contains(id)
+    }
+
     /// The least recently used derived session that no request is using.
     pub fn evictable(&self) -> Option<String> {
         self.last_used
@@ -489,7 +494,7 @@ async fn session_for(
             Err(e) if e.status != StatusCode::NOT_FOUND => return Err(e),
             Err(_) => {}
         }
-        let session = app.open(id, seed(history), false)?;
+        let session = app.open(id, seed(history), false).await?;
         return Ok((id.to_string(), session, false));
     }
     let key = key_of(history);
@@ -514,7 +519,7 @@ async fn session_for(
         app.conversations().forget(&id);
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let session = app.open(&id, seed(history), true)?;
+    let session = app.open(&id, seed(history), true).await?;
     Ok((id, session, true))
 }
 

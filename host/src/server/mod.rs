@@ -51,10 +51,23 @@ use hub::{EventHub, Streamed};
 use metrics::Metrics;
 use murmur_plugin_api::Origin;
 
+/// How many idle sessions [`App::make_room`] tries to unload before it gives up.
+const UNLOAD_TRIES: usize = 8;
+
+/// With a shared store: when each session in memory was last used, and which are being
+/// unloaded (a request for one of those waits for the outcome).
+#[derive(Debug, Default)]
+struct Residency {
+    last_used: HashMap<String, std::time::Instant>,
+    unloading: std::collections::HashSet<String>,
+}
+
 /// The state every handler shares.
 pub struct App {
     runtime: Runtime,
     sessions: Mutex<HashMap<String, Session>>,
+    residency: Mutex<Residency>,
+    unloaded: tokio::sync::Notify,
     conversations: Mutex<Conversations>,
     hub: Arc<EventHub>,
     metrics: Arc<Metrics>,
@@ -83,6 +96,8 @@ impl App {
         Arc::new(App {
             runtime,
             sessions: Mutex::new(HashMap::new()),
+            residency: Mutex::new(Residency::default()),
+            unloaded: tokio::sync::Notify::new(),
             conversations: Mutex::new(Conversations::default()),
             hub,
             metrics,
@@ -103,10 +118,41 @@ impl App {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn residency(&self) -> std::sync::MutexGuard<'_, Residency> {
+        self.residency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether sessions live in a database that several hosts share.
+    fn shared(&self) -> bool {
+        self.runtime.store().is_some_and(|s| s.shared().is_some())
+    }
+
+    /// Session `id` was used now.
+    fn touch(&self, id: &str) {
+        if self.shared() {
+            self.residency()
+                .last_used
+                .insert(id.to_string(), std::time::Instant::now());
+        }
+    }
+
     /// The session `id`: open on this host, or — with a shared store — stored by another
-    /// host, then served here from now on.
+    /// host (or unloaded from this one), then served here from now on.
     async fn session(&self, id: &str) -> Result<Session, ApiError> {
+        loop {
+            let notified = self.unloaded.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an unload that ends in between still wakes it.
+            notified.as_mut().enable();
+            if !self.residency().unloading.contains(id) {
+                break;
+            }
+            notified.await;
+        }
         if let Some(s) = self.sessions().get(id).cloned() {
+            self.touch(id);
             return Ok(s);
         }
         let Some(pg) = self.runtime.store().and_then(|s| s.shared()) else {
@@ -115,6 +161,7 @@ impl App {
         if !pg.exists(id).await.map_err(unavailable)? {
             return Err(no_session(id));
         }
+        self.make_room().await?;
         let mut sessions = self.sessions();
         let session = sessions
             .entry(id.to_string())
@@ -123,46 +170,107 @@ impl App {
                 self.runtime.attach_session(id)
             })
             .clone();
+        self.touch(id);
         self.metrics.set_sessions(sessions.len());
         Ok(session)
     }
 
+    /// With a shared store: while `max_sessions` sessions are in memory, unloads the least
+    /// recently used ones that are idle — no request holds them, no turn, no analyzer run —
+    /// until one more fits. The database keeps them; any host loads one again for its next
+    /// message. Without a shared store, or when every session is busy, nothing changes and
+    /// the answer is 429.
+    async fn make_room(&self) -> Result<(), ApiError> {
+        let mut refused = std::collections::HashSet::new();
+        for _ in 0..UNLOAD_TRIES {
+            let (id, session) = {
+                let sessions = self.sessions();
+                if sessions.len() < self.settings.max_sessions {
+                    return Ok(());
+                }
+                if !self.shared() {
+                    break;
+                }
+                let mut residency = self.residency();
+                let conversations = self.conversations();
+                let candidate = sessions
+                    .iter()
+                    .filter(|(id, s)| {
+                        // One handle: the map's own, so no request is using it.
+                        s.handles() == 1
+                            && !refused.contains(*id)
+                            && !residency.unloading.contains(*id)
+                            && !conversations.is_busy(id)
+                    })
+                    .min_by_key(|(id, _)| (residency.last_used.get(*id).copied(), (*id).clone()));
+                let Some((id, session)) = candidate else {
+                    break;
+                };
+                residency.unloading.insert(id.clone());
+                (id.clone(), session.clone())
+            };
+            let unloaded = session.unload().await;
+            drop(session);
+            {
+                let mut sessions = self.sessions();
+                let mut residency = self.residency();
+                residency.unloading.remove(&id);
+                if unloaded {
+                    sessions.remove(&id);
+                    residency.last_used.remove(&id);
+                    self.conversations().forget(&id);
+                    self.hub.remove(&id);
+                    self.metrics.set_sessions(sessions.len());
+                } else {
+                    refused.insert(id.clone());
+                }
+            }
+            self.unloaded.notify_waiters();
+            if unloaded {
+                tracing::debug!(session = %id, "unloaded (idle; the database keeps it)");
+            }
+        }
+        Err(self.too_many(self.sessions().len()))
+    }
+
+    fn too_many(&self, open: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "{open} sessions are open, the most this host allows (server.max_sessions); delete one first"
+            ),
+        )
+    }
+
     /// Opens a session. `derived`: opened for a `/v1/chat/completions` conversation, whose
-    /// stateless client never deletes it. When `max_sessions` are open, the least recently
-    /// used idle derived session is closed to make room; without one, the answer is 429.
-    fn open(&self, id: &str, seed: Seed, derived: bool) -> Result<Session, ApiError> {
+    /// stateless client never deletes it. When `max_sessions` are open, room is made: with
+    /// a shared store by unloading idle sessions ([`App::make_room`]), otherwise by closing
+    /// the least recently used idle derived session; without one, the answer is 429.
+    async fn open(&self, id: &str, seed: Seed, derived: bool) -> Result<Session, ApiError> {
+        if self.shared() {
+            self.make_room().await?;
+        }
         let mut sessions = self.sessions();
         if sessions.len() >= self.settings.max_sessions {
-            let evicted = self
-                .conversations()
-                .evictable()
+            let evicted = (!self.shared())
+                .then(|| self.conversations().evictable())
+                .flatten()
                 .and_then(|old| sessions.remove(&old).map(|s| (old, s)));
             let Some((old, session)) = evicted else {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_sessions",
-                    format!(
-                        "{} sessions are open, the most this host allows (server.max_sessions); delete one first",
-                        sessions.len()
-                    ),
-                ));
+                return Err(self.too_many(sessions.len()));
             };
             self.conversations().forget(&old);
             let hub = self.hub.clone();
-            // With a shared store, other hosts may continue it: only this host's copy goes.
-            let shared = self.runtime.store().is_some_and(|s| s.shared().is_some());
             tokio::spawn(async move {
-                if shared {
-                    session.suspend().await;
-                } else {
-                    session.close().await;
-                }
+                session.close().await;
                 hub.remove(&old);
             });
         }
         self.hub.track(id);
         let session = self.runtime.open_session_with(id, seed);
         sessions.insert(id.to_string(), session.clone());
+        self.touch(id);
         if derived {
             self.conversations().adopt(id);
             if let Some(store) = self.runtime.store() {
@@ -428,7 +536,7 @@ async fn create_session(State(app): State<Arc<App>>) -> Result<Response, ApiErro
         pg.ping().await.map_err(unavailable)?;
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    app.open(&id, Seed::default(), false)?;
+    app.open(&id, Seed::default(), false).await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
@@ -605,21 +713,20 @@ async fn transcript(
             ))
         }
     };
-    let session = app.session(&id).await?;
     // With a shared store, the stored session is the truth: its last turn may have run on
-    // another host.
-    let stored = match app.runtime.store().filter(|s| s.shared().is_some()) {
-        Some(store) => Some(
+    // another host. Reading it needs no room in this host's memory.
+    let history = match app.runtime.store().filter(|s| s.shared().is_some()) {
+        Some(store) => {
             store
                 .load(&id)
                 .map_err(unavailable)?
-                .ok_or_else(|| no_session(&id))?,
-        ),
-        None => None,
-    };
-    let history = match stored {
-        Some((restored, _)) => restored.history,
-        None => session
+                .ok_or_else(|| no_session(&id))?
+                .0
+                .history
+        }
+        None => app
+            .session(&id)
+            .await?
             .history()
             .await
             .map_err(|e| ApiError::new(StatusCode::GONE, "session_closed", e.to_string()))?,
@@ -663,6 +770,7 @@ async fn delete_session(
         return Err(no_session(&id));
     };
     app.conversations().forget(&id);
+    app.residency().last_used.remove(&id);
     session.close().await;
     app.hub.remove(&id);
     app.metrics.set_sessions(app.sessions().len());

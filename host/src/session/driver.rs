@@ -66,6 +66,8 @@ enum Command {
     Transcript(oneshot::Sender<Vec<ContextMessage>>),
     Close(oneshot::Sender<()>),
     Suspend(oneshot::Sender<()>),
+    /// End the actor if the session is idle with nothing in flight; answers whether it did.
+    Unload(oneshot::Sender<bool>),
 }
 
 /// A handle to a running session. Cheap to clone.
@@ -306,6 +308,23 @@ impl Session {
         }
     }
 
+    /// With a shared store: ends this host's copy of the session if it is idle — no turn,
+    /// no waiting message, no analyzer run in flight — so that memory holds only sessions
+    /// in use. The database keeps the session; any host loads it again for its next
+    /// message. Returns whether it did; a busy session goes on untouched.
+    pub async fn unload(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Unload(tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// How many handles to this session exist (this one included).
+    pub fn handles(&self) -> usize {
+        self.tx.strong_count()
+    }
+
     /// Closes the session: stops a running turn, lets `turn_complete` and `chat_end` work
     /// finish (each run bounded by its hard timeout), reports undelivered injections, and
     /// deletes it from the store.
@@ -469,6 +488,15 @@ impl Actor {
                     let _ = done.send(());
                     return;
                 }
+                Wake::Command(Some(Command::Unload(done))) => {
+                    if self.unloadable() {
+                        self.flush_events();
+                        self.release();
+                        let _ = done.send(true);
+                        return;
+                    }
+                    let _ = done.send(false);
+                }
                 Wake::Command(Some(c)) => self.command(c),
                 Wake::Chunk(chunk) => self.chunk(chunk),
                 Wake::Model(result) => self.model_done(result),
@@ -544,6 +572,10 @@ impl Actor {
             Command::Suspend(done) => {
                 // Handled by the actor's loop, which ends with it.
                 let _ = done.send(());
+            }
+            Command::Unload(done) => {
+                // Handled by the actor's loop, which ends with it when it can.
+                let _ = done.send(false);
             }
         }
     }
@@ -1140,6 +1172,20 @@ impl Actor {
             && self.parked.is_empty()
             && self.closing.is_none()
             && self.store_error.is_none()
+    }
+
+    /// Whether this host's copy can go without losing anything: the store is shared (it
+    /// holds the session) and nothing runs or waits here.
+    fn unloadable(&self) -> bool {
+        self.shared
+            .store
+            .as_deref()
+            .is_some_and(|s| s.shared().is_some())
+            && self.idle()
+            && !self.runs.busy()
+            && self.acquiring.is_none()
+            && self.model_task.is_none()
+            && self.tools_task.is_none()
     }
 
     /// Gives up the lease, if held: the next turn may run on any host.
