@@ -146,14 +146,25 @@ impl App {
             tokio::pin!(notified);
             // Registered before the check, so an unload that ends in between still wakes it.
             notified.as_mut().enable();
-            if !self.residency().unloading.contains(id) {
-                break;
+            {
+                // Checked and cloned under both locks, in make_room's order: a session is
+                // either being unloaded (wait for the outcome) or has a second handle from
+                // here on (so make_room leaves it).
+                let sessions = self.sessions();
+                let mut residency = self.residency();
+                if !residency.unloading.contains(id) {
+                    let Some(s) = sessions.get(id).cloned() else {
+                        break;
+                    };
+                    if self.shared() {
+                        residency
+                            .last_used
+                            .insert(id.to_string(), std::time::Instant::now());
+                    }
+                    return Ok(s);
+                }
             }
             notified.await;
-        }
-        if let Some(s) = self.sessions().get(id).cloned() {
-            self.touch(id);
-            return Ok(s);
         }
         let Some(pg) = self.runtime.store().and_then(|s| s.shared()) else {
             return Err(no_session(id));
